@@ -1,0 +1,145 @@
+//! Server configuration: embedded defaults, an optional TOML file, and command-line overrides.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything the server can be told. Every field has a default, so `fengkong serve`
+/// runs with no file at all; unknown keys in a file are an error that names the key.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// gRPC address.
+    pub listen: SocketAddr,
+    /// Folder of the sled database (decisions, windows, accounts).
+    pub data_dir: PathBuf,
+    pub limits: Limits,
+    pub policy: PolicyConfig,
+    /// How long the group committer may wait to gather more writes into one flush.
+    /// Zero flushes as soon as a write is waiting.
+    pub commit_delay_us: u64,
+    /// On SIGTERM/ctrl-c, how long in-flight calls and idle clients get before connections
+    /// are closed.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("data"),
+            limits: Limits::default(),
+            policy: PolicyConfig::default(),
+            commit_delay_us: 0,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// What a request may contain; anything outside is INVALID_ARGUMENT.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest amount accepted for one payment, in fen.
+    pub max_amount_fen: i64,
+    /// How far an event time may lie ahead of the server clock.
+    pub max_clock_skew_ms: i64,
+    /// Longest id (payment, account, device, card) in bytes.
+    pub max_id_bytes: usize,
+    /// Most gateway attributes on one request.
+    pub max_attributes: usize,
+    /// Longest attribute key or value in bytes.
+    pub max_attribute_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            // 10 million CNY: above any consumer QR payment, below i64 trouble.
+            max_amount_fen: 1_000_000_000,
+            max_clock_skew_ms: 5 * 60 * 1000,
+            max_id_bytes: 128,
+            max_attributes: 64,
+            max_attribute_bytes: 1024,
+        }
+    }
+}
+
+/// The built-in amount policy that decides until a rule pack is loaded.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// PBOC 2018: a static code may take at most this much in one day from one payer, so a
+    /// single larger payment on a static code cannot be legitimate.
+    pub static_code_limit_fen: i64,
+    pub challenge_amount_fen: i64,
+    pub review_amount_fen: i64,
+    pub block_amount_fen: i64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            static_code_limit_fen: 50_000,
+            challenge_amount_fen: 500_000,
+            review_amount_fen: 5_000_000,
+            block_amount_fen: 20_000_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file `{path}`: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads a config file; keys it does not set keep their defaults.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c = Config::parse("[limits]\nmax_amount_fen = 100\n").unwrap();
+        assert_eq!(c.limits.max_amount_fen, 100);
+        assert_eq!(c.limits.max_id_bytes, 128);
+        assert_eq!(c.listen, Config::default().listen);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("[limits]\nmax_amount = 100\n").unwrap_err();
+        assert!(err.contains("max_amount"), "{err}");
+        let err = Config::parse("listn = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(err.contains("listn"), "{err}");
+    }
+}

@@ -1,0 +1,32 @@
+//! fengkong (风控): real-time risk control for QR-code and mobile payments.
+//!
+//! One payment flows through the modules in this order:
+//!
+//! ```text
+//! request.rs   ScoreRequest ──validate──▶ payment.rs  Payment
+//! policy.rs    Payment ──▶ Assessment (action, risk score, reasons with the numbers)
+//! engine.rs    the pipeline: idempotency, assessment, decision record (one thread)
+//! store.rs     decision records in sled        commit.rs  group commit (durability)
+//! server.rs    gRPC boundary: tonic service, health, reflection, error → status
+//! ```
+//!
+//! `config.rs` holds every tunable; `cli.rs` and `main.rs` only wire things up.
+
+pub mod cli;
+pub mod commit;
+pub mod config;
+pub mod engine;
+pub mod payment;
+pub mod policy;
+pub mod request;
+pub mod server;
+pub mod store;
+
+/// Code generated from `proto/fengkong/v1/fengkong.proto`.
+#[allow(clippy::all, clippy::unwrap_used, clippy::expect_used)]
+pub mod proto {
+    tonic::include_proto!("fengkong.v1");
+    /// Lets server reflection describe the API to grpcurl-style tools.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("fengkong_descriptor");
+}

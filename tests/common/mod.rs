@@ -1,0 +1,110 @@
+//! Shared test harness: the real server on 127.0.0.1:0 with a real sled dir.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fengkong::config::Config;
+use fengkong::engine::Engine;
+use fengkong::proto;
+use fengkong::proto::risk_engine_client::RiskEngineClient;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(data_dir: &Path) -> TestServer {
+        Self::start_with(Config {
+            data_dir: data_dir.to_owned(),
+            ..Config::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(config: Config) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let engine = Engine::open(&config).unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            fengkong::server::run(
+                listener,
+                engine,
+                Duration::ZERO,
+                Duration::from_secs(5),
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+            .unwrap();
+        });
+        TestServer {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn client(&self) -> RiskEngineClient<Channel> {
+        let endpoint = format!("http://{}", self.addr);
+        for _ in 0..100 {
+            if let Ok(c) = RiskEngineClient::connect(endpoint.clone()).await {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("server at {endpoint} never accepted a connection");
+    }
+
+    /// Graceful stop: waits until the server has flushed and released the data dir.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A small, ordinary payment: a verified payer at a merchant's static code.
+pub fn payment(id: &str) -> proto::ScoreRequest {
+    proto::ScoreRequest {
+        payment_id: id.into(),
+        event_time_ms: now_ms(),
+        channel: proto::Channel::WechatPay as i32,
+        scene: proto::Scene::MerchantScansPayer as i32,
+        payer: Some(proto::Payer {
+            account_id: "payer-001".into(),
+            real_name_verified: true,
+            registered_at_ms: now_ms() - 400 * 86_400_000,
+        }),
+        payee: Some(proto::Payee {
+            account_id: "merchant-001".into(),
+            kind: proto::PayeeKind::Merchant as i32,
+            merchant_category: "5812".into(),
+        }),
+        amount_fen: 3_800,
+        currency: "CNY".into(),
+        funding: proto::Funding::Balance as i32,
+        card_fingerprint: None,
+        device_id: "device-001".into(),
+        ip: "203.0.113.7".into(),
+        city_code: Some("310000".into()),
+        attributes: [("terminal".to_string(), "T-9".to_string())].into(),
+    }
+}

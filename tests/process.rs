@@ -1,0 +1,168 @@
+//! The real `fengkong` binary as an operator runs it: kill -9, SIGTERM, a second server
+//! on the same data dir.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::payment;
+use fengkong::proto::{
+    get_decision_request::Key, risk_engine_client::RiskEngineClient, GetDecisionRequest,
+};
+
+struct Proc {
+    child: Child,
+    addr: String,
+}
+
+fn spawn_server(data_dir: &Path) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fengkong"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("fengkong listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Proc { child, addr }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_decision_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn_server(dir.path());
+    let client = RiskEngineClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+
+    // Eight writers score as fast as they can; the process is killed while they run.
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let mut client = client.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0.. {
+                match client.score(payment(&format!("kill9-{w}-{i}"))).await {
+                    Ok(resp) => acked.push(resp.into_inner()),
+                    Err(_) => break,
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.child.kill().unwrap(); // SIGKILL: no shutdown code runs
+    server.child.wait().unwrap();
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    assert!(
+        acked.len() > 20,
+        "too few decisions before the kill: {}",
+        acked.len()
+    );
+
+    let mut server = spawn_server(dir.path());
+    let mut client = RiskEngineClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    for resp in &acked {
+        let stored = client
+            .get_decision(GetDecisionRequest {
+                key: Some(Key::PaymentId(resp.payment_id.clone())),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged {} lost: {e}", resp.payment_id))
+            .into_inner();
+        assert_eq!(stored.response.as_ref(), Some(resp));
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_cleanly_and_a_second_server_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn_server(dir.path());
+
+    let second = Command::new(env!("CARGO_BIN_EXE_fengkong"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = second.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("locked"), "stderr: {stderr}");
+
+    let mut client = RiskEngineClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    let scored = client.score(payment("term-1")).await.unwrap().into_inner();
+
+    drop(client);
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit =
+        wait_exit(&mut server.child, Duration::from_secs(20)).expect("no exit after SIGTERM");
+    assert!(exit.success(), "exit status {exit:?}");
+
+    let mut server = spawn_server(dir.path());
+    let mut client = RiskEngineClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    let stored = client
+        .get_decision(GetDecisionRequest {
+            key: Some(Key::PaymentId("term-1".into())),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.response, Some(scored));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[test]
+fn unknown_config_key_is_named_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fengkong.toml");
+    std::fs::write(&config, "[limits]\nmax_amount = 5\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fengkong"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("max_amount"), "stderr: {stderr}");
+}

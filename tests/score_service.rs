@@ -1,0 +1,305 @@
+//! Score, GetDecision and ReportOutcome end to end, over gRPC on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{now_ms, payment, TestServer};
+use fengkong::proto::{self, get_decision_request::Key, GetDecisionRequest, ReportOutcomeRequest};
+use tonic::Code;
+
+fn by_payment(id: &str) -> GetDecisionRequest {
+    GetDecisionRequest {
+        key: Some(Key::PaymentId(id.into())),
+    }
+}
+
+#[tokio::test]
+async fn a_valid_payment_is_scored_and_can_be_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+
+    let req = payment("p-1");
+    let resp = client.score(req.clone()).await.unwrap().into_inner();
+    assert_eq!(resp.payment_id, "p-1");
+    assert!(resp.decision_id.starts_with("d-"));
+    assert_eq!(resp.action(), proto::Action::Allow);
+    assert!(resp.risk_score <= 100);
+    assert!(!resp.ruleset_version.is_empty());
+
+    let by_pay = client
+        .get_decision(by_payment("p-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_pay.response.as_ref(), Some(&resp));
+    assert_eq!(by_pay.request, Some(req));
+    let by_id = client
+        .get_decision(GetDecisionRequest {
+            key: Some(Key::DecisionId(resp.decision_id.clone())),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_id, by_pay);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_large_payment_is_reviewed_with_its_numbers_in_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    let mut req = payment("p-big");
+    req.amount_fen = 6_000_000;
+    let resp = client.score(req).await.unwrap().into_inner();
+    assert_eq!(resp.action(), proto::Action::Review);
+    let reason = &resp.reasons[0];
+    assert_eq!(reason.source(), proto::ReasonSource::Rule);
+    assert!(reason.message.contains("60,000.00"), "{}", reason.message);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn each_bad_input_class_is_rejected_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+
+    type Breaker = fn(&mut proto::ScoreRequest);
+    let cases: Vec<(&str, Breaker)> = vec![
+        ("payment_id", |r| r.payment_id.clear()),
+        ("payment_id", |r| r.payment_id = "x".repeat(129)),
+        ("payer.account_id", |r| {
+            r.payer.as_mut().unwrap().account_id = "y".repeat(200)
+        }),
+        ("amount_fen", |r| r.amount_fen = 0),
+        ("amount_fen", |r| r.amount_fen = -5),
+        ("amount_fen", |r| r.amount_fen = i64::MAX),
+        ("channel", |r| r.channel = 0),
+        ("scene", |r| r.scene = 0),
+        ("funding", |r| r.funding = 42),
+        ("payee.kind", |r| r.payee.as_mut().unwrap().kind = 0),
+        ("payer", |r| r.payer = None),
+        ("payee", |r| r.payee = None),
+        ("event_time_ms", |r| r.event_time_ms = 0),
+        ("event_time_ms", |r| r.event_time_ms = now_ms() + 3_600_000),
+        ("ip", |r| r.ip = "999.1.1.1".into()),
+        ("currency", |r| r.currency = "yuan".into()),
+    ];
+    for (i, (field, breaker)) in cases.into_iter().enumerate() {
+        let mut req = payment(&format!("bad-{i}"));
+        breaker(&mut req);
+        let err = client.score(req).await.expect_err(field);
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "case {i} ({field}): {err:?}"
+        );
+        assert!(
+            err.message().contains(&format!("`{field}`")),
+            "case {i}: message `{}` does not name `{field}`",
+            err.message()
+        );
+    }
+    // Nothing was stored for any of them.
+    let err = client.get_decision(by_payment("bad-3")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn retries_are_idempotent_and_conflicting_retries_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    let req = payment("p-retry");
+    let first = client.score(req.clone()).await.unwrap().into_inner();
+    let second = client.score(req.clone()).await.unwrap().into_inner();
+    assert_eq!(
+        first, second,
+        "a retry returns the stored decision unchanged"
+    );
+
+    let mut changed = req.clone();
+    changed.amount_fen += 100;
+    let err = client.score(changed).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(err.message().contains("p-retry"));
+    // The conflict changed nothing.
+    let stored = client
+        .get_decision(by_payment("p-retry"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.request, Some(req));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn decisions_and_idempotency_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    let req = payment("p-durable");
+    let first = client.score(req.clone()).await.unwrap().into_inner();
+    server.stop().await;
+
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    let stored = client
+        .get_decision(by_payment("p-durable"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.response, Some(first.clone()));
+    let retried = client.score(req.clone()).await.unwrap().into_inner();
+    assert_eq!(retried, first);
+    let mut changed = req;
+    changed.device_id = "other-device".into();
+    assert_eq!(
+        client.score(changed).await.unwrap_err().code(),
+        Code::AlreadyExists
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn outcomes_are_stored_with_the_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    let scored = client.score(payment("p-out")).await.unwrap().into_inner();
+
+    let report = ReportOutcomeRequest {
+        payment_id: "p-out".into(),
+        outcome: proto::OutcomeKind::Chargeback as i32,
+        reported_at_ms: now_ms() + 1,
+    };
+    let resp = client
+        .report_outcome(report.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.decision_id, scored.decision_id);
+    assert_eq!(resp.outcomes.len(), 1);
+    // A retried report is not stored twice.
+    let resp = client.report_outcome(report).await.unwrap().into_inner();
+    assert_eq!(resp.outcomes.len(), 1);
+
+    let stored = client
+        .get_decision(by_payment("p-out"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.outcomes.len(), 1);
+    assert_eq!(stored.outcomes[0].outcome(), proto::OutcomeKind::Chargeback);
+
+    let unknown = ReportOutcomeRequest {
+        payment_id: "never-scored".into(),
+        outcome: proto::OutcomeKind::Fraud as i32,
+        reported_at_ms: now_ms(),
+    };
+    assert_eq!(
+        client.report_outcome(unknown).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let unspecified = ReportOutcomeRequest {
+        payment_id: "p-out".into(),
+        outcome: 0,
+        reported_at_ms: now_ms(),
+    };
+    let err = client.report_outcome(unspecified).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("`outcome`"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn get_decision_needs_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    let err = client
+        .get_decision(GetDecisionRequest { key: None })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = client
+        .get_decision(GetDecisionRequest {
+            key: Some(Key::DecisionId("d-nope".into())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_reflection_are_served() {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    let status = health
+        .check(HealthCheckRequest {
+            service: "fengkong.v1.RiskEngine".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reflection reply");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"fengkong.v1.RiskEngine"), "{names:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_deadline_is_reported_not_hung() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    let mut request = tonic::Request::new(payment("p-deadline"));
+    request.set_timeout(std::time::Duration::from_nanos(1));
+    let err = client.score(request).await.unwrap_err();
+    assert!(
+        matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{err:?}"
+    );
+    // The server is fine afterwards, and a retry with a sane deadline scores it once.
+    let ok = client
+        .score(payment("p-deadline-2"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.payment_id, "p-deadline-2");
+    server.stop().await;
+}
