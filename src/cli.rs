@@ -24,6 +24,38 @@ pub struct Cli {
 pub enum Command {
     /// Run the gRPC scoring service (defaults: 127.0.0.1:50051, data in ./data).
     Serve(ServeArgs),
+    /// Open-loop gRPC load generator for Score: sends on schedule, reports latency percentiles.
+    Loadgen(LoadgenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoadgenArgs {
+    /// Server address, host:port.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub addr: String,
+    /// Requests per second.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// gRPC connections to spread requests over.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// How long to send, e.g. 60s, 5m.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Distinct payer accounts in the traffic.
+    #[arg(long, default_value_t = 100_000)]
+    pub payers: u64,
+    /// Distinct payees (a few are hot).
+    #[arg(long, default_value_t = 5_000)]
+    pub payees: u64,
+    /// Bearer key, when the server requires one.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -45,7 +77,42 @@ pub type CliError = Box<dyn std::error::Error + Send + Sync>;
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Loadgen(args) => loadgen(args),
     }
+}
+
+fn loadgen(args: LoadgenArgs) -> Result<(), CliError> {
+    let config = crate::loadgen::LoadConfig {
+        addr: args.addr,
+        rate: args.rate,
+        concurrency: args.concurrency,
+        duration: args.duration,
+        payers: args.payers,
+        payees: args.payees,
+        key: args.key,
+        max_in_flight: 20_000,
+        seed: args.seed,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(crate::loadgen::run(&config))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        let l = &report.latency_us;
+        println!(
+            "sent {} ok {} errors {} achieved {:.0}/s\nlatency us: p50 {} p90 {} p99 {} p99.9 {} max {}",
+            report.sent, report.ok, report.errors, report.achieved_rps, l.p50, l.p90, l.p99, l.p999, l.max
+        );
+        for (code, n) in &report.errors_by_code {
+            println!("  error {code}: {n}");
+        }
+        for (action, n) in &report.actions {
+            println!("  action {action}: {n}");
+        }
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> Result<(), CliError> {

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod commit;
 pub mod config;
 pub mod engine;
+pub mod loadgen;
 pub mod payment;
 pub mod policy;
 pub mod request;
