@@ -1,5 +1,6 @@
 //! The `fengkong` command line: parses arguments and hands each subcommand to the library.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,8 +25,27 @@ pub struct Cli {
 pub enum Command {
     /// Run the gRPC scoring service (defaults: 127.0.0.1:50051, data in ./data).
     Serve(ServeArgs),
+    /// Generate labeled QR-payment traffic with injected fraud, as CSV.
+    Simulate(SimulateArgs),
     /// Open-loop gRPC load generator for Score: sends on schedule, reports latency percentiles.
     Loadgen(LoadgenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Rows to generate, fraud included.
+    #[arg(long, default_value_t = 100_000)]
+    pub payments: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Days of traffic, starting 2026-03-01 (Beijing time).
+    #[arg(long, default_value_t = 90)]
+    pub days: u32,
+    /// Share of fraud rows.
+    #[arg(long, default_value_t = 0.01)]
+    pub fraud_rate: f64,
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -66,6 +86,9 @@ pub struct ServeArgs {
     /// Folder for the sled database (overrides the config file).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// HTTP address for /metrics (overrides the config file).
+    #[arg(long)]
+    pub http_listen: Option<SocketAddr>,
     /// TOML config file; unknown keys are an error.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -77,8 +100,33 @@ pub type CliError = Box<dyn std::error::Error + Send + Sync>;
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Simulate(args) => simulate(args),
         Command::Loadgen(args) => loadgen(args),
     }
+}
+
+fn simulate(args: SimulateArgs) -> Result<(), CliError> {
+    let config = crate::simulate::SimConfig {
+        payments: args.payments,
+        seed: args.seed,
+        days: args.days,
+        fraud_rate: args.fraud_rate,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let summary = crate::simulate::simulate_to_file(&config, &args.out)?;
+    eprintln!(
+        "wrote {} payments ({} fraud, {} never reported) to {} in {:.1}s",
+        summary.payments,
+        summary.fraud,
+        summary.fraud_unreported,
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    for (pattern, n) in &summary.per_pattern {
+        eprintln!("  {pattern}: {n}");
+    }
+    Ok(())
 }
 
 fn loadgen(args: LoadgenArgs) -> Result<(), CliError> {
@@ -126,24 +174,37 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
+    if let Some(http) = args.http_listen {
+        config.http_listen = http;
+    }
     let engine = Engine::open(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
-        let addr = listener.local_addr()?;
-        // Scripts and tests read the real port from this line (useful with port 0).
-        println!("fengkong listening on {addr}");
+        let grpc = tokio::net::TcpListener::bind(config.listen).await?;
+        let addr = grpc.local_addr()?;
+        let http = match config.http_enabled {
+            true => Some(tokio::net::TcpListener::bind(config.http_listen).await?),
+            false => None,
+        };
+        // Scripts and tests read the real ports from these lines (useful with port 0). A
+        // closed stdout must not kill the server, so write errors are ignored.
+        let mut announce = format!("fengkong listening on {addr}\n");
+        if let Some(http) = &http {
+            announce += &format!("fengkong http on {}\n", http.local_addr()?);
+        }
+        let mut stdout = std::io::stdout();
+        let _ = stdout
+            .write_all(announce.as_bytes())
+            .and_then(|_| stdout.flush());
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
-        crate::server::run(
-            listener,
-            engine,
-            Duration::from_micros(config.commit_delay_us),
-            Duration::from_millis(config.shutdown_grace_ms),
-            shutdown_signal(),
-        )
-        .await?;
+        let options = crate::server::ServeOptions {
+            commit_gather: Duration::from_micros(config.commit_delay_us),
+            shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
+        };
+        let listeners = crate::server::Listeners { grpc, http };
+        crate::server::run(listeners, engine, options, shutdown_signal()).await?;
         Ok(())
     })
 }

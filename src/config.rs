@@ -12,6 +12,10 @@ use serde::Deserialize;
 pub struct Config {
     /// gRPC address.
     pub listen: SocketAddr,
+    /// HTTP address for `/metrics` (and the merchant page); `http_listen = ""` is not
+    /// accepted: use `http_enabled = false` to turn it off.
+    pub http_listen: SocketAddr,
+    pub http_enabled: bool,
     /// Folder of the sled database (decisions, windows, accounts).
     pub data_dir: PathBuf,
     pub limits: Limits,
@@ -28,6 +32,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            http_enabled: true,
             data_dir: PathBuf::from("data"),
             limits: Limits::default(),
             policy: PolicyConfig::default(),

@@ -5,6 +5,8 @@
 //! the same order through the same code. It never reads the clock; callers pass `now_ms`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
 use crate::config::Config;
 use crate::payment::OutcomeKind;
@@ -12,6 +14,7 @@ use crate::policy;
 use crate::proto::{self, Decision, ScoreRequest, ScoreResponse};
 use crate::request::{payment_from_request, InvalidField};
 use crate::store::{DecisionStore, StoreError};
+use crate::telemetry::Telemetry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -46,6 +49,7 @@ pub struct Engine {
     db: sled::Db,
     decisions: DecisionStore,
     config: Config,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Engine {
@@ -61,7 +65,12 @@ impl Engine {
             decisions: DecisionStore::open(&db)?,
             db,
             config: config.clone(),
+            telemetry: Arc::default(),
         })
+    }
+
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        Arc::clone(&self.telemetry)
     }
 
     pub fn db(&self) -> &sled::Db {
@@ -87,8 +96,11 @@ impl Engine {
                 _ => Err(EngineError::Conflict(req.payment_id.clone())),
             };
         }
+        let started = Instant::now();
         let payment = payment_from_request(req, &self.config.limits, now_ms)?;
         let assessment = policy::assess(&self.config.policy, &payment);
+        self.telemetry.stage("assess", started.elapsed());
+        let recording = Instant::now();
         let response = ScoreResponse {
             decision_id: format!("d-{:016x}", self.db.generate_id()?),
             payment_id: payment.payment_id.clone(),
@@ -107,6 +119,7 @@ impl Engine {
         let mut batch = sled::Batch::default();
         self.decisions.stage_insert(&mut batch, &decision);
         self.decisions.apply(batch)?;
+        self.telemetry.stage("record", recording.elapsed());
         Ok(Scored {
             response,
             replayed: false,

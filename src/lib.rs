@@ -10,18 +10,24 @@
 //! server.rs    gRPC boundary: tonic service, health, reflection, error → status
 //! ```
 //!
+//! `telemetry.rs` + `http.rs` export metrics; `loadgen.rs` measures the server from outside.
 //! `config.rs` holds every tunable; `cli.rs` and `main.rs` only wire things up.
 
 pub mod cli;
 pub mod commit;
 pub mod config;
 pub mod engine;
+pub mod events;
+pub mod http;
 pub mod loadgen;
 pub mod payment;
 pub mod policy;
+pub mod quality;
 pub mod request;
 pub mod server;
+pub mod simulate;
 pub mod store;
+pub mod telemetry;
 
 /// Code generated from `proto/fengkong/v1/fengkong.proto`.
 #[allow(clippy::all, clippy::unwrap_used, clippy::expect_used)]

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -15,6 +15,7 @@ use crate::commit::{CommitError, GroupCommit};
 use crate::engine::{self, Engine, EngineError};
 use crate::proto::{self, risk_engine_server::RiskEngineServer};
 use crate::store::DecisionStore;
+use crate::telemetry::Telemetry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -26,23 +27,51 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Already-bound sockets: binding is the caller's job, so tests can use port 0.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    /// `/metrics` and `/healthz`; none turns HTTP off.
+    pub http: Option<TcpListener>,
+}
+
+pub struct ServeOptions {
+    /// How long the committer lingers to gather writes into one flush.
+    pub commit_gather: Duration,
+    /// How long in-flight calls and idle clients get after the shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
 /// Serves until `shutdown` resolves, then lets in-flight calls finish, stops the engine
-/// thread and flushes sled. Binding is the caller's job, so tests can pass port 0.
+/// thread and flushes sled.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     engine: Engine,
-    commit_gather: Duration,
-    shutdown_grace: Duration,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    let ServeOptions {
+        commit_gather,
+        shutdown_grace,
+    } = options;
     let commit = GroupCommit::start(engine.db().clone(), commit_gather)?;
     let decisions = engine.decisions();
+    let telemetry = engine.telemetry();
+    let db = engine.db().clone();
     let (jobs, engine_thread) = spawn_engine(engine, commit.clone())?;
     let service = RiskEngineService {
         jobs,
         decisions,
         commit: commit.clone(),
+        telemetry: Arc::clone(&telemetry),
     };
+    // One signal fans out to both servers.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let http = listeners.http.map(|listener| {
+        let mut stopped = stopped.clone();
+        tokio::spawn(crate::http::serve(listener, telemetry, db, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }))
+    });
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -59,8 +88,9 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(RiskEngineServer::new(service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
             shutdown.await;
+            let _ = stop.send(true);
             on_signal.notify_one();
         });
     // Graceful shutdown waits for clients to hang up; one that never does must not keep
@@ -79,6 +109,13 @@ pub async fn run(
     // thread drains what is queued and exits; then one last flush.
     let _ = engine_thread.join();
     commit.stop();
+    if let Some(http) = http {
+        match tokio::time::timeout(shutdown_grace, http).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server"),
+            Err(_) => tracing::warn!("http server did not stop within the grace period"),
+            _ => {}
+        }
+    }
     tracing::info!("stopped; all decisions flushed");
     Ok(served?)
 }
@@ -137,6 +174,7 @@ struct RiskEngineService {
     jobs: mpsc::Sender<Job>,
     decisions: DecisionStore,
     commit: GroupCommit,
+    telemetry: Arc<Telemetry>,
 }
 
 impl RiskEngineService {
@@ -151,8 +189,45 @@ impl RiskEngineService {
             .await
             .map_err(|_| Status::unavailable("the engine is shutting down"))?
             .map_err(status)?;
+        let waited = Instant::now();
         self.commit.wait(ticket).await.map_err(commit_status)?;
+        self.telemetry.stage("commit", waited.elapsed());
         Ok(value)
+    }
+
+    /// Counts the call and, for Score, its server-side time including the durable write.
+    fn record<T>(
+        &self,
+        method: &'static str,
+        started: Instant,
+        result: &Result<T, Status>,
+        action: impl FnOnce(&T) -> &'static str,
+    ) {
+        let (code, action) = match result {
+            Ok(value) => ("OK", action(value)),
+            Err(status) => (code_name(status.code()), ""),
+        };
+        self.telemetry.call(method, code, action);
+        if method == "Score" {
+            self.telemetry.stage("total", started.elapsed());
+        }
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        Unauthenticated => "UNAUTHENTICATED",
+        Unavailable => "UNAVAILABLE",
+        Internal => "INTERNAL",
+        _ => "OTHER",
     }
 }
 
@@ -162,33 +237,39 @@ impl proto::risk_engine_server::RiskEngine for RiskEngineService {
         &self,
         request: Request<proto::ScoreRequest>,
     ) -> Result<Response<proto::ScoreResponse>, Status> {
+        let started = Instant::now();
         let req = request.into_inner();
-        self.submit(|reply| Job::Score(Box::new(req), reply))
-            .await
-            .map(Response::new)
+        let result = self.submit(|reply| Job::Score(Box::new(req), reply)).await;
+        self.record("Score", started, &result, |r: &proto::ScoreResponse| {
+            r.action().as_str_name()
+        });
+        result.map(Response::new)
     }
 
     async fn get_decision(
         &self,
         request: Request<proto::GetDecisionRequest>,
     ) -> Result<Response<proto::Decision>, Status> {
+        let started = Instant::now();
         let store = self.decisions.clone();
         let req = request.into_inner();
-        tokio::task::spawn_blocking(move || engine::get_decision(&store, &req))
+        let result = tokio::task::spawn_blocking(move || engine::get_decision(&store, &req))
             .await
-            .map_err(|e| Status::internal(format!("lookup task failed: {e}")))?
-            .map(Response::new)
-            .map_err(status)
+            .map_err(|e| Status::internal(format!("lookup task failed: {e}")))
+            .and_then(|r| r.map_err(status));
+        self.record("GetDecision", started, &result, |_| "");
+        result.map(Response::new)
     }
 
     async fn report_outcome(
         &self,
         request: Request<proto::ReportOutcomeRequest>,
     ) -> Result<Response<proto::ReportOutcomeResponse>, Status> {
+        let started = Instant::now();
         let req = request.into_inner();
-        self.submit(|reply| Job::Outcome(req, reply))
-            .await
-            .map(Response::new)
+        let result = self.submit(|reply| Job::Outcome(req, reply)).await;
+        self.record("ReportOutcome", started, &result, |_| "");
+        result.map(Response::new)
     }
 }
 

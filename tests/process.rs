@@ -21,7 +21,14 @@ struct Proc {
 
 fn spawn_server(data_dir: &Path) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fengkong"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -110,7 +117,14 @@ async fn sigterm_shuts_down_cleanly_and_a_second_server_is_refused() {
     let mut server = spawn_server(dir.path());
 
     let second = Command::new(env!("CARGO_BIN_EXE_fengkong"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

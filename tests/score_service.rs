@@ -303,3 +303,32 @@ async fn an_expired_deadline_is_reported_not_hung() {
     assert_eq!(ok.payment_id, "p-deadline-2");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_count_calls_by_action_and_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    client.score(payment("m-1")).await.unwrap();
+    let mut bad = payment("m-2");
+    bad.amount_fen = 0;
+    client.score(bad).await.unwrap_err();
+
+    let (status, body) = common::http_get(server.http_addr, "/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    for expected in [
+        r#"fengkong_calls_total{method="Score",code="OK",action="ALLOW"} 1"#,
+        r#"fengkong_calls_total{method="Score",code="INVALID_ARGUMENT",action=""} 1"#,
+        r#"fengkong_stage_seconds_count{stage="total"} 2"#,
+        r#"fengkong_stage_seconds_count{stage="commit"} 1"#,
+        "fengkong_store_bytes ",
+    ] {
+        assert!(body.contains(expected), "missing {expected} in\n{body}");
+    }
+    let (status, body) = common::http_get(server.http_addr, "/healthz").await;
+    assert!(
+        status.contains("200") && body.contains("ok"),
+        "{status} {body}"
+    );
+    server.stop().await;
+}

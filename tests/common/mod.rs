@@ -8,12 +8,14 @@ use fengkong::config::Config;
 use fengkong::engine::Engine;
 use fengkong::proto;
 use fengkong::proto::risk_engine_client::RiskEngineClient;
+use fengkong::server::{Listeners, ServeOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
+    pub http_addr: std::net::SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -28,25 +30,29 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
         let engine = Engine::open(&config).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
+        let listeners = Listeners {
+            grpc,
+            http: Some(http),
+        };
+        let options = ServeOptions {
+            commit_gather: Duration::ZERO,
+            shutdown_grace: Duration::from_secs(5),
+        };
         let task = tokio::spawn(async move {
-            fengkong::server::run(
-                listener,
-                engine,
-                Duration::ZERO,
-                Duration::from_secs(5),
-                async {
-                    let _ = stopped.await;
-                },
-            )
+            fengkong::server::run(listeners, engine, options, async {
+                let _ = stopped.await;
+            })
             .await
             .unwrap();
         });
         TestServer {
             addr,
+            http_addr,
             stop: Some(stop),
             task: Some(task),
         }
@@ -107,4 +113,19 @@ pub fn payment(id: &str) -> proto::ScoreRequest {
         city_code: Some("310000".into()),
         attributes: [("terminal".to_string(), "T-9".to_string())].into(),
     }
+}
+
+/// A plain HTTP/1.1 GET on loopback; returns (status line, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
 }

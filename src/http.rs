@@ -1,0 +1,49 @@
+//! The HTTP side of the server: `/metrics` for Prometheus and `/healthz` for load balancers.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::telemetry::Telemetry;
+
+#[derive(Clone)]
+struct AppState {
+    telemetry: Arc<Telemetry>,
+    db: sled::Db,
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    telemetry: Arc<Telemetry>,
+    db: sled::Db,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(AppState { telemetry, db });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let db = state.db.clone();
+    // size_on_disk walks the folder: keep it off the async workers.
+    if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || db.size_on_disk()).await {
+        state.telemetry.store_bytes.set(bytes as i64);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.telemetry.encode(),
+    )
+}

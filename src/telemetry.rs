@@ -1,0 +1,174 @@
+//! Operational metrics in Prometheus text format: request counts, per-stage latency,
+//! rule hits, model scores and store health. Served at `/metrics` on the HTTP port.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub method: &'static str,
+    /// gRPC status code name, "OK" on success.
+    pub code: &'static str,
+    /// Decision action for successful Score calls, "" otherwise.
+    pub action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: String,
+    pub mode: &'static str,
+}
+
+/// Every metric the server exports. Cheap to update from any thread.
+pub struct Telemetry {
+    registry: Registry,
+    pub calls: Family<CallLabels, Counter>,
+    pub stage_seconds: Family<StageLabels, Histogram>,
+    pub rule_hits: Family<RuleLabels, Counter>,
+    pub model_score: Histogram,
+    pub late_events: Counter,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub store_bytes: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 µs to ~4 s in powers of two: the pipeline lives at the low end, flushes at the high.
+    Histogram::new(exponential_buckets(1e-6, 2.0, 23))
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("fengkong");
+        let calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "calls",
+            "gRPC calls by method, status code and action",
+            calls.clone(),
+        );
+        let stage_seconds = Family::<StageLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "stage_seconds",
+            "Server-side time per pipeline stage (validate, features, rules, model, record, commit, total)",
+            stage_seconds.clone(),
+        );
+        let rule_hits = Family::<RuleLabels, Counter>::default();
+        registry.register(
+            "rule_hits",
+            "Rule hits by rule id and mode (active or shadow)",
+            rule_hits.clone(),
+        );
+        let model_score =
+            Histogram::new([0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99].into_iter());
+        registry.register(
+            "model_score",
+            "Distribution of model fraud probabilities",
+            model_score.clone(),
+        );
+        let late_events = Counter::default();
+        registry.register(
+            "late_events",
+            "Payments later than the allowed lateness: scored but not added to windows",
+            late_events.clone(),
+        );
+        let cache_hits = Counter::default();
+        registry.register(
+            "feature_cache_hits",
+            "Entity states found in the in-memory cache",
+            cache_hits.clone(),
+        );
+        let cache_misses = Counter::default();
+        registry.register(
+            "feature_cache_misses",
+            "Entity states read from sled",
+            cache_misses.clone(),
+        );
+        let store_bytes = Gauge::default();
+        registry.register(
+            "store_bytes",
+            "Size of the sled database on disk",
+            store_bytes.clone(),
+        );
+        Telemetry {
+            registry,
+            calls,
+            stage_seconds,
+            rule_hits,
+            model_score,
+            late_events,
+            cache_hits,
+            cache_misses,
+            store_bytes,
+        }
+    }
+}
+
+impl Telemetry {
+    pub fn stage(&self, stage: &'static str, elapsed: Duration) {
+        self.stage_seconds
+            .get_or_create(&StageLabels { stage })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn call(&self, method: &'static str, code: &'static str, action: &'static str) {
+        self.calls
+            .get_or_create(&CallLabels {
+                method,
+                code,
+                action,
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_appear_in_the_text_format() {
+        let t = Telemetry::default();
+        t.call("Score", "OK", "ALLOW");
+        t.stage("total", Duration::from_micros(40));
+        t.rule_hits
+            .get_or_create(&RuleLabels {
+                rule: "rent_code".into(),
+                mode: "shadow",
+            })
+            .inc();
+        let text = t.encode();
+        assert!(
+            text.contains(r#"fengkong_calls_total{method="Score",code="OK",action="ALLOW"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"fengkong_stage_seconds_count{stage="total"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"fengkong_rule_hits_total{rule="rent_code",mode="shadow"} 1"#),
+            "{text}"
+        );
+    }
+}
