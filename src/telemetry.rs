@@ -71,8 +71,7 @@ impl Default for Telemetry {
             "Rule hits by rule id and mode (active or shadow)",
             rule_hits.clone(),
         );
-        let model_score =
-            Histogram::new([0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99].into_iter());
+        let model_score = Histogram::new([0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99]);
         registry.register(
             "model_score",
             "Distribution of model fraud probabilities",
