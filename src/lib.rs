@@ -24,6 +24,7 @@ pub mod payment;
 pub mod policy;
 pub mod quality;
 pub mod request;
+pub mod rules;
 pub mod server;
 pub mod simulate;
 pub mod store;
