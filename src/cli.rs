@@ -25,10 +25,38 @@ pub struct Cli {
 pub enum Command {
     /// Run the gRPC scoring service (defaults: 127.0.0.1:50051, data in ./data).
     Serve(ServeArgs),
+    /// Manage API keys (stored hashed in <data-dir>/keys.json; works while the server runs).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Generate labeled QR-payment traffic with injected fraud, as CSV.
     Simulate(SimulateArgs),
     /// Open-loop gRPC load generator for Score: sends on schedule, reports latency percentiles.
     Loadgen(LoadgenArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it once.
+    Add {
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        #[arg(long, value_enum)]
+        role: crate::auth::Role,
+        /// The merchant's own account (required for merchant keys).
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// List keys (ids, roles, accounts; never the secrets).
+    List {
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+    },
+    /// Revoke a key by id; the server stops accepting it within a second.
+    Revoke {
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        id: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,9 +128,48 @@ pub type CliError = Box<dyn std::error::Error + Send + Sync>;
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Keys(command) => keys(command),
         Command::Simulate(args) => simulate(args),
         Command::Loadgen(args) => loadgen(args),
     }
+}
+
+fn keys(command: KeysCommand) -> Result<(), CliError> {
+    use crate::auth;
+    match command {
+        KeysCommand::Add {
+            data_dir,
+            role,
+            account,
+        } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let (record, secret) = auth::add_key(&data_dir, role, account, now)?;
+            eprintln!(
+                "created {} key `{}`; it is shown once, store it now:",
+                record.role.as_str(),
+                record.id
+            );
+            println!("{secret}");
+        }
+        KeysCommand::List { data_dir } => {
+            for k in auth::list_keys(&data_dir)? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    k.id,
+                    k.role.as_str(),
+                    k.account.as_deref().unwrap_or("-"),
+                    if k.revoked { "revoked" } else { "active" }
+                );
+            }
+        }
+        KeysCommand::Revoke { data_dir, id } => {
+            auth::revoke_key(&data_dir, &id)?;
+            eprintln!("revoked `{id}`");
+        }
+    }
+    Ok(())
 }
 
 fn simulate(args: SimulateArgs) -> Result<(), CliError> {

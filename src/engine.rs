@@ -77,6 +77,10 @@ impl Engine {
         &self.db
     }
 
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
     /// A read handle for other threads.
     pub fn decisions(&self) -> DecisionStore {
         self.decisions.clone()

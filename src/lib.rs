@@ -13,6 +13,7 @@
 //! `telemetry.rs` + `http.rs` export metrics; `loadgen.rs` measures the server from outside.
 //! `config.rs` holds every tunable; `cli.rs` and `main.rs` only wire things up.
 
+pub mod auth;
 pub mod cli;
 pub mod commit;
 pub mod config;

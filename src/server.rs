@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{AuthError, Caller, KeyError, Keys, Role};
 use crate::commit::{CommitError, GroupCommit};
 use crate::engine::{self, Engine, EngineError};
 use crate::proto::{self, risk_engine_server::RiskEngineServer};
@@ -21,6 +22,8 @@ use crate::telemetry::Telemetry;
 pub enum ServerError {
     #[error("cannot start: {0}")]
     Start(#[from] std::io::Error),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("transport: {0}")]
@@ -57,12 +60,22 @@ pub async fn run(
     let decisions = engine.decisions();
     let telemetry = engine.telemetry();
     let db = engine.db().clone();
+    let data_dir = engine.data_dir().to_owned();
     let (jobs, engine_thread) = spawn_engine(engine, commit.clone())?;
+    let keys = Keys::open(&data_dir)?;
+    if keys.is_open() {
+        tracing::warn!(
+            "NO API KEYS: every call is allowed. This is for local development only; \
+             create keys with `fengkong keys add` before exposing this server"
+        );
+    }
+    let refresher = tokio::spawn(refresh_keys(keys.clone()));
     let service = RiskEngineService {
         jobs,
         decisions,
         commit: commit.clone(),
         telemetry: Arc::clone(&telemetry),
+        keys,
     };
     // One signal fans out to both servers.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -107,6 +120,7 @@ pub async fn run(
     };
     // The service (and with it the job sender) is gone once serve returns, so the engine
     // thread drains what is queued and exits; then one last flush.
+    refresher.abort();
     let _ = engine_thread.join();
     commit.stop();
     if let Some(http) = http {
@@ -118,6 +132,22 @@ pub async fn run(
     }
     tracing::info!("stopped; all decisions flushed");
     Ok(served?)
+}
+
+/// Picks up `fengkong keys add/revoke` made while the server runs.
+async fn refresh_keys(keys: Keys) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let keys = keys.clone();
+        match tokio::task::spawn_blocking(move || keys.refresh()).await {
+            Ok(Ok(true)) => tracing::info!("keys file changed; reloaded"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "keys file unreadable; keeping the keys loaded before")
+            }
+            _ => {}
+        }
+    }
 }
 
 type Reply<T> = oneshot::Sender<Result<(T, u64), EngineError>>;
@@ -175,6 +205,30 @@ struct RiskEngineService {
     decisions: DecisionStore,
     commit: GroupCommit,
     telemetry: Arc<Telemetry>,
+    keys: Keys,
+}
+
+/// Identifies the caller of `request` and checks it holds one of `roles`.
+fn authorize<T>(
+    keys: &Keys,
+    request: &Request<T>,
+    roles: &[Role],
+    action: &'static str,
+) -> Result<Caller, Status> {
+    let header = request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    let caller = keys.authenticate(header).map_err(auth_status)?;
+    caller.require(roles, action).map_err(auth_status)?;
+    Ok(caller)
+}
+
+fn auth_status(error: AuthError) -> Status {
+    match error {
+        AuthError::Missing | AuthError::Unknown => Status::unauthenticated(error.to_string()),
+        AuthError::Forbidden { .. } => Status::permission_denied(error.to_string()),
+    }
 }
 
 impl RiskEngineService {
@@ -238,8 +292,13 @@ impl proto::risk_engine_server::RiskEngine for RiskEngineService {
         request: Request<proto::ScoreRequest>,
     ) -> Result<Response<proto::ScoreResponse>, Status> {
         let started = Instant::now();
-        let req = request.into_inner();
-        let result = self.submit(|reply| Job::Score(Box::new(req), reply)).await;
+        let result = match authorize(&self.keys, &request, &[Role::Gateway], "score payments") {
+            Ok(_) => {
+                let req = request.into_inner();
+                self.submit(|reply| Job::Score(Box::new(req), reply)).await
+            }
+            Err(status) => Err(status),
+        };
         self.record("Score", started, &result, |r: &proto::ScoreResponse| {
             r.action().as_str_name()
         });
@@ -251,12 +310,18 @@ impl proto::risk_engine_server::RiskEngine for RiskEngineService {
         request: Request<proto::GetDecisionRequest>,
     ) -> Result<Response<proto::Decision>, Status> {
         let started = Instant::now();
-        let store = self.decisions.clone();
-        let req = request.into_inner();
-        let result = tokio::task::spawn_blocking(move || engine::get_decision(&store, &req))
-            .await
-            .map_err(|e| Status::internal(format!("lookup task failed: {e}")))
-            .and_then(|r| r.map_err(status));
+        let roles = [Role::Gateway, Role::Analyst];
+        let result = match authorize(&self.keys, &request, &roles, "read decisions") {
+            Ok(_) => {
+                let store = self.decisions.clone();
+                let req = request.into_inner();
+                tokio::task::spawn_blocking(move || engine::get_decision(&store, &req))
+                    .await
+                    .map_err(|e| Status::internal(format!("lookup task failed: {e}")))
+                    .and_then(|r| r.map_err(status))
+            }
+            Err(status) => Err(status),
+        };
         self.record("GetDecision", started, &result, |_| "");
         result.map(Response::new)
     }
@@ -266,8 +331,14 @@ impl proto::risk_engine_server::RiskEngine for RiskEngineService {
         request: Request<proto::ReportOutcomeRequest>,
     ) -> Result<Response<proto::ReportOutcomeResponse>, Status> {
         let started = Instant::now();
-        let req = request.into_inner();
-        let result = self.submit(|reply| Job::Outcome(req, reply)).await;
+        let roles = [Role::Gateway, Role::Analyst];
+        let result = match authorize(&self.keys, &request, &roles, "report outcomes") {
+            Ok(_) => {
+                let req = request.into_inner();
+                self.submit(|reply| Job::Outcome(req, reply)).await
+            }
+            Err(status) => Err(status),
+        };
         self.record("ReportOutcome", started, &result, |_| "");
         result.map(Response::new)
     }
