@@ -19,6 +19,7 @@ pub mod commit;
 pub mod config;
 pub mod engine;
 pub mod events;
+pub mod features;
 pub mod http;
 pub mod loadgen;
 pub mod payment;

@@ -1,0 +1,227 @@
+//! Benchmarks of the feature store: per-payment observe + commit with the default set, and a
+//! 1M-payment replay (printed as payments/s, outside criterion because one run takes seconds).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use criterion::{criterion_group, Criterion};
+use fengkong::features::{FeatureSet, FeatureStore, StoreBatch, StoreOptions};
+use fengkong::payment::{Channel, Funding, Payee, PayeeKind, Payer, Payment, Scene};
+
+const T0: i64 = 1_767_225_600_000;
+
+/// Synthetic traffic: 100k payers, 5k payees (2% of traffic to 10 big merchants),
+/// one payment every ~2.6 s of event time (1M payments over 30 days).
+struct Gen {
+    x: u64,
+    t: i64,
+    n: u64,
+}
+
+impl Gen {
+    fn new() -> Gen {
+        Gen {
+            x: 0x9e37_79b9_7f4a_7c15,
+            t: T0,
+            n: 0,
+        }
+    }
+    fn next(&mut self) -> Payment {
+        self.x ^= self.x << 13;
+        self.x ^= self.x >> 7;
+        self.x ^= self.x << 17;
+        let r = self.x;
+        self.n += 1;
+        self.t += (r % 5_200) as i64;
+        let payer = r % 100_000;
+        let payee = if r.is_multiple_of(50) {
+            (r >> 20) % 10
+        } else {
+            (r >> 20) % 5_000
+        };
+        Payment {
+            payment_id: format!("p{}", self.n),
+            event_time_ms: self.t,
+            channel: Channel::ALL[(r >> 33) as usize % Channel::ALL.len()],
+            scene: Scene::ALL[(r >> 36) as usize % Scene::ALL.len()],
+            payer: Payer {
+                account_id: format!("u{payer}"),
+                real_name_verified: true,
+                registered_at_ms: 0,
+            },
+            payee: Payee {
+                account_id: format!("m{payee}"),
+                kind: PayeeKind::Merchant,
+                merchant_category: "5411".into(),
+            },
+            amount_fen: 100 + ((r >> 40) % 200_000) as i64,
+            currency: "CNY".into(),
+            funding: Funding::ALL[(r >> 52) as usize % Funding::ALL.len()],
+            card_fingerprint: r.is_multiple_of(3).then(|| format!("c{}", payer % 50_000)),
+            device_id: format!(
+                "d{}",
+                if r.is_multiple_of(20) {
+                    (r >> 44) % 1000
+                } else {
+                    payer
+                }
+            ),
+            ip: format!("10.{}.{}.{}", (r >> 24) % 20, (r >> 28) % 100, payer % 10),
+            city_code: None,
+            attributes: BTreeMap::new(),
+        }
+    }
+}
+
+fn setup(warm: usize) -> (tempfile::TempDir, sled::Db, FeatureStore, Gen) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new()
+        .path(dir.path())
+        .cache_capacity(256 << 20)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .unwrap();
+    let mut store = FeatureStore::open(
+        &db,
+        FeatureSet::defaults(),
+        StoreOptions {
+            cache_capacity: 200_000,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut g = Gen::new();
+    let mut out = Vec::new();
+    let mut batch = StoreBatch::new();
+    for i in 0..warm {
+        store.observe(&g.next(), &mut out, &mut batch).unwrap();
+        if i % 100 == 99 {
+            store.commit(std::mem::take(&mut batch)).unwrap();
+        }
+    }
+    store.commit(batch).unwrap();
+    (dir, db, store, g)
+}
+
+fn bench_observe(c: &mut Criterion) {
+    let (_dir, _db, mut store, mut g) = setup(100_000);
+    let mut out = Vec::with_capacity(64);
+    c.bench_function("observe_commit_default_set", |b| {
+        b.iter_batched(
+            || g.next(),
+            |p| {
+                let mut batch = StoreBatch::new();
+                store.observe(&p, &mut out, &mut batch).unwrap();
+                store.commit(batch).unwrap();
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    c.bench_function("observe_only_default_set", |b| {
+        b.iter_batched(
+            || g.next(),
+            |p| {
+                let mut batch = StoreBatch::new();
+                store.observe(&p, &mut out, &mut batch).unwrap();
+                batch
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+fn replay(n: usize, commit_every: usize) {
+    let (_dir, _db, mut store, mut g) = setup(0);
+    // Payments are generated on the fly (1M would take ~0.5 GB); their cost is measured apart.
+    let gen_start = Instant::now();
+    let mut g2 = Gen::new();
+    for _ in 0..n {
+        std::hint::black_box(g2.next());
+    }
+    let gen_secs = gen_start.elapsed().as_secs_f64();
+    let mut out = Vec::new();
+    let mut batch = StoreBatch::new();
+    let start = Instant::now();
+    for i in 0..n {
+        let p = g.next();
+        store.observe(&p, &mut out, &mut batch).unwrap();
+        if commit_every == 0 {
+            // Compute-only: drop the writes (the cache still holds the state).
+            batch = StoreBatch::new();
+        } else if i % commit_every == commit_every - 1 {
+            store.commit(std::mem::take(&mut batch)).unwrap();
+        }
+    }
+    store.commit(batch).unwrap();
+    let secs = start.elapsed().as_secs_f64() - gen_secs;
+    let (mut keys, mut bytes, mut biggest) = (0usize, 0usize, 0usize);
+    for kv in store.tree().iter() {
+        let (_, v) = kv.unwrap();
+        keys += 1;
+        bytes += v.len();
+        biggest = biggest.max(v.len());
+    }
+    println!(
+        "  stored {keys} entities, {bytes} bytes (avg {} B, max {biggest} B)",
+        bytes / keys.max(1)
+    );
+    println!(
+        "replay {n} payments, commit every {commit_every}: {secs:.2} s (excluding {gen_secs:.2} s generating), {:.0} payments/s, cache {} entities",
+        n as f64 / secs,
+        store.cached_entities()
+    );
+}
+
+/// The floor set by sled itself: `n` single-key batches of 100-byte values, random keys.
+fn sled_raw(n: usize, keys_per_batch: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new()
+        .path(dir.path())
+        .cache_capacity(256 << 20)
+        .open()
+        .unwrap();
+    let tree = db.open_tree("raw").unwrap();
+    let mut x: u64 = 1;
+    let start = Instant::now();
+    for _ in 0..n / keys_per_batch {
+        let mut b = sled::Batch::default();
+        for _ in 0..keys_per_batch {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.insert(
+                &format!("payer\0u{}", x % 1_000_000).into_bytes()[..],
+                &[7u8; 100][..],
+            );
+        }
+        tree.apply_batch(b).unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "sled alone: {n} inserts in batches of {keys_per_batch}: {:.0} inserts/s",
+        n as f64 / secs
+    );
+}
+
+criterion_group!(benches, bench_observe);
+
+fn main() {
+    if std::env::var("SLED_RAW").is_ok() {
+        sled_raw(700_000, 7);
+        return;
+    }
+    benches();
+    let n = std::env::var("REPLAY_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let modes: Vec<usize> = std::env::var("REPLAY_COMMIT")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 100]);
+    for m in modes {
+        replay(n, m);
+    }
+    Criterion::default().configure_from_args().final_summary();
+}

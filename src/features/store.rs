@@ -1,0 +1,618 @@
+//! The feature store: cache of entity states over a sled tree, reading and recording payments.
+
+use std::collections::HashMap;
+
+use crate::payment::{OutcomeKind, Payment};
+
+use super::spec::{
+    fnv64, hour_of, is_night, is_weekend, year_start_day, Aggregate, EntityPlan, FeatureDef,
+    FeatureSet, Reader, SeriesKind, Window, DAY_MS,
+};
+use super::state::{
+    counter_add, counter_read, seen_cap, seen_insert, seen_lookup, EntityState, SeriesState,
+};
+use super::FeatureError;
+
+const WATERMARK_KEY: &[u8] = b"\xff\xffwatermark";
+
+/// Runtime knobs that do not change feature values.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Entity states kept in memory (besides those touched since the last commit).
+    pub cache_capacity: usize,
+    /// The sled tree holding all feature state.
+    pub tree_name: String,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_capacity: 100_000,
+            tree_name: "features.v1".to_string(),
+        }
+    }
+}
+
+/// Writes of one or more `observe`/`record_outcome` calls, applied atomically later.
+#[derive(Debug, Default)]
+pub struct StoreBatch {
+    batch: sled::Batch,
+    writes: usize,
+}
+
+impl StoreBatch {
+    pub fn new() -> StoreBatch {
+        StoreBatch::default()
+    }
+    /// For `TransactionalTree::apply_batch` on [`FeatureStore::tree`] inside the caller's transaction.
+    pub fn sled_batch(&self) -> &sled::Batch {
+        &self.batch
+    }
+    pub fn into_sled_batch(self) -> sled::Batch {
+        self.batch
+    }
+    pub fn is_empty(&self) -> bool {
+        self.writes == 0
+    }
+}
+
+/// What happened to one observed payment besides its feature values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation {
+    /// Older than watermark - lateness: scored from current state, not recorded.
+    pub late: bool,
+    /// The store's watermark after this event (whole seconds).
+    pub watermark_ms: i64,
+}
+
+impl Observation {
+    /// A stable reason code for metrics and decision records, when the event was not recorded.
+    pub fn reason(&self) -> Option<&'static str> {
+        self.late.then_some("late_beyond_lateness")
+    }
+}
+
+/// Progress of one [`FeatureStore::sweep`] call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    pub visited: usize,
+    pub rewritten: usize,
+    pub deleted: usize,
+    /// The walk reached the end of the tree and starts over next call.
+    pub wrapped: bool,
+}
+
+struct Cached {
+    state: EntityState,
+    tick: u64,
+}
+
+struct EntityMeta {
+    kinds: Vec<SeriesKind>,
+    sigs: Vec<u64>,
+}
+
+/// Sliding-window feature state for one engine thread.
+pub struct FeatureStore {
+    set: FeatureSet,
+    meta: Vec<EntityMeta>,
+    tree: sled::Tree,
+    cache: HashMap<Vec<u8>, Cached>,
+    capacity: usize,
+    tick: u64,
+    watermark: Option<i64>,
+    key: Vec<u8>,
+    enc: Vec<u8>,
+    sweep_cursor: Vec<u8>,
+}
+
+fn bucket(t: i64, w: i64, tz: i64) -> i64 {
+    t.saturating_add(tz).div_euclid(w)
+}
+
+fn load_watermark(tree: &sled::Tree) -> Result<Option<i64>, FeatureError> {
+    match tree.get(WATERMARK_KEY)? {
+        Some(v) => {
+            let a: [u8; 8] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| FeatureError::Corrupt("bad watermark".into()))?;
+            Ok(Some(i64::from_le_bytes(a)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Builds `<entity> 0x00 <values joined by 0x1f>`; false when a field is absent.
+fn build_key(plan: &EntityPlan, p: &Payment, key: &mut Vec<u8>) -> bool {
+    key.clear();
+    key.extend_from_slice(plan.name.as_bytes());
+    key.push(0);
+    for (i, f) in plan.fields.iter().enumerate() {
+        let Some(v) = f.value(p) else { return false };
+        if i > 0 {
+            key.push(0x1f);
+        }
+        key.extend_from_slice(v.as_bytes());
+    }
+    true
+}
+
+fn load<'c>(
+    cache: &'c mut HashMap<Vec<u8>, Cached>,
+    tree: &sled::Tree,
+    key: &[u8],
+    meta: &EntityMeta,
+    tick: u64,
+) -> Result<&'c mut Cached, FeatureError> {
+    if !cache.contains_key(key) {
+        let kinds: Vec<&SeriesKind> = meta.kinds.iter().collect();
+        let state = match tree.get(key)? {
+            Some(v) => EntityState::decode(&v, &meta.sigs, &kinds)?,
+            None => EntityState {
+                first_ms: None,
+                series: kinds.iter().map(|k| SeriesState::new(k)).collect(),
+            },
+        };
+        cache.insert(key.to_vec(), Cached { state, tick });
+    }
+    let c = cache
+        .get_mut(key)
+        .ok_or_else(|| FeatureError::Corrupt("cache lost an entry".into()))?;
+    c.tick = tick;
+    Ok(c)
+}
+
+/// Drops what no accepted event can read any more, given the watermark.
+fn compact(
+    plan: &EntityPlan,
+    st: &mut EntityState,
+    watermark: Option<i64>,
+    lateness: i64,
+    tz: i64,
+) {
+    let Some(wm) = watermark else { return };
+    for (s, spec) in st.series.iter_mut().zip(&plan.series) {
+        let oldest = wm
+            .saturating_sub(lateness)
+            .saturating_sub(spec.retention_ms);
+        s.compact(bucket(oldest, spec.bucket_ms, tz));
+    }
+    if st.is_empty() {
+        st.first_ms = None;
+    }
+}
+
+/// Inclusive bucket range a windowed feature reads at time `t`.
+fn range(window: Window, w: i64, t: i64, tz: i64) -> (i64, i64) {
+    match window {
+        Window::Sliding { len_ms, lag_ms, .. } => {
+            let hi = bucket(t.saturating_sub(lag_ms), w, tz);
+            (hi - len_ms / w + 1, hi)
+        }
+        Window::CalendarDay => {
+            let d = bucket(t, DAY_MS, tz);
+            (d, d)
+        }
+        Window::CalendarYear => {
+            let d = bucket(t, DAY_MS, tz);
+            (year_start_day(d), d)
+        }
+        Window::None => (i64::MIN, i64::MAX),
+    }
+}
+
+fn read_one(
+    def: &FeatureDef,
+    r: &Reader,
+    plan: &EntityPlan,
+    st: &EntityState,
+    p: &Payment,
+    tz: i64,
+) -> f64 {
+    let t = p.event_time_ms;
+    let spec = &plan.series[r.series];
+    let w = spec.bucket_ms;
+    match def.aggregate {
+        Aggregate::Count
+        | Aggregate::Sum
+        | Aggregate::Avg
+        | Aggregate::Max
+        | Aggregate::AmountVsAvg => {
+            let SeriesState::Counter(v) = &st.series[r.series] else {
+                return 0.0;
+            };
+            let (lo, hi) = range(def.window, w, t, tz);
+            let (c, s, m) = counter_read(v, lo, hi);
+            let avg = if c == 0 { 0.0 } else { s as f64 / c as f64 };
+            match def.aggregate {
+                Aggregate::Count => c as f64,
+                Aggregate::Sum => s as f64,
+                Aggregate::Max => m as f64,
+                Aggregate::Avg => avg,
+                _ if avg > 0.0 => p.amount_fen as f64 / avg,
+                _ => 0.0,
+            }
+        }
+        Aggregate::Distinct => {
+            let SeriesState::Distinct(d) = &st.series[r.series] else {
+                return 0.0;
+            };
+            let (lo, _) = range(def.window, w, t, tz);
+            d.count(lo)
+        }
+        Aggregate::NewValue => {
+            let SeriesState::Seen(v) = &st.series[r.series] else {
+                return 0.0;
+            };
+            let Some(val) = def.of.as_ref().and_then(|f| f.value(p)) else {
+                return 0.0;
+            };
+            let (lo, _) = range(def.window, w, t, tz);
+            match seen_lookup(v, fnv64(val.as_bytes())) {
+                Some(last) if last >= lo => 0.0,
+                _ => 1.0,
+            }
+        }
+        Aggregate::DaysSinceFirst => st
+            .first_ms
+            .map_or(0.0, |f| (t.saturating_sub(f)).max(0) as f64 / DAY_MS as f64),
+        Aggregate::BadReports => {
+            let SeriesState::Reports(v) = &st.series[r.series] else {
+                return 0.0;
+            };
+            let (lo, hi) = range(def.window, w, t, tz);
+            let hi = hi.min(bucket(t, w, tz) - 1);
+            v.iter()
+                .filter(|e| e.0 >= lo && e.0 <= hi)
+                .map(|e| e.1)
+                .sum::<u64>() as f64
+        }
+        Aggregate::BadRate => {
+            let (SeriesState::Labels(l), SeriesState::Counter(c)) =
+                (&st.series[r.series], &st.series[r.aux])
+            else {
+                return 0.0;
+            };
+            let (lo, hi) = range(def.window, w, t, tz);
+            let now = bucket(t, w, tz);
+            let (total, _, _) = counter_read(c, lo, hi);
+            let bad: u64 = l
+                .iter()
+                .filter(|e| e.0 >= lo && e.0 <= hi && e.1 < now)
+                .map(|e| e.2)
+                .sum();
+            if total == 0 {
+                0.0
+            } else {
+                (bad as f64 / total as f64).min(1.0)
+            }
+        }
+        _ => 0.0,
+    }
+}
+
+impl FeatureStore {
+    pub fn open(
+        db: &sled::Db,
+        set: FeatureSet,
+        options: StoreOptions,
+    ) -> Result<FeatureStore, FeatureError> {
+        let tree = db.open_tree(options.tree_name.as_bytes())?;
+        let watermark = load_watermark(&tree)?;
+        let meta = set
+            .entities
+            .iter()
+            .map(|e| EntityMeta {
+                kinds: e.series.iter().map(|s| s.kind.clone()).collect(),
+                sigs: e.series.iter().map(|s| s.sig).collect(),
+            })
+            .collect();
+        Ok(FeatureStore {
+            set,
+            meta,
+            tree,
+            cache: HashMap::new(),
+            capacity: options.cache_capacity.max(1),
+            tick: 0,
+            watermark,
+            key: Vec::new(),
+            enc: Vec::new(),
+            sweep_cursor: Vec::new(),
+        })
+    }
+
+    pub fn set(&self) -> &FeatureSet {
+        &self.set
+    }
+
+    /// The tree to include in a caller's sled transaction (see the module docs).
+    pub fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    pub fn watermark_ms(&self) -> Option<i64> {
+        self.watermark
+    }
+
+    pub fn cached_entities(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Reads all features of `p` into `out` (one per slot) and records `p` into `batch` and the cache.
+    pub fn observe(
+        &mut self,
+        p: &Payment,
+        out: &mut Vec<f64>,
+        batch: &mut StoreBatch,
+    ) -> Result<Observation, FeatureError> {
+        let t = p.event_time_ms;
+        let lateness = self.set.lateness_ms;
+        let tz = self.set.tz_offset_ms;
+        let late = matches!(self.watermark, Some(w) if t < w.saturating_sub(lateness));
+        if !late {
+            // Whole seconds, so the watermark is written at most once per second of event
+            // time instead of once per payment; lateness is thus measured from the second.
+            let tq = t.saturating_sub(t.rem_euclid(1000));
+            let wm = self.watermark.map_or(tq, |w| w.max(tq));
+            if self.watermark != Some(wm) {
+                self.watermark = Some(wm);
+                batch.batch.insert(WATERMARK_KEY, &wm.to_le_bytes()[..]);
+                batch.writes += 1;
+            }
+        }
+        out.clear();
+        out.resize(self.set.names.len(), 0.0);
+        for &slot in &self.set.payment_slots {
+            let def = &self.set.defs[slot];
+            out[slot] = match def.aggregate {
+                Aggregate::AmountFen => p.amount_fen as f64,
+                Aggregate::Hour => hour_of(t, tz) as f64,
+                Aggregate::IsNight => f64::from(u8::from(is_night(t, tz))),
+                Aggregate::IsWeekend => f64::from(u8::from(is_weekend(t, tz))),
+                Aggregate::IsRound => f64::from(u8::from(
+                    p.amount_fen != 0 && p.amount_fen % def.round_unit_fen == 0,
+                )),
+                _ => 0.0,
+            };
+        }
+        let FeatureStore {
+            set,
+            meta,
+            tree,
+            cache,
+            tick,
+            watermark,
+            key,
+            enc,
+            ..
+        } = self;
+        for (ei, plan) in set.entities.iter().enumerate() {
+            if !build_key(plan, p, key) {
+                continue;
+            }
+            *tick += 1;
+            let c = load(cache, tree, key, &meta[ei], *tick)?;
+            let st = &mut c.state;
+            compact(plan, st, *watermark, lateness, tz);
+            for r in &plan.readers {
+                if set.defs[r.slot].aggregate == Aggregate::NewValue {
+                    out[r.slot] = read_one(&set.defs[r.slot], r, plan, st, p, tz);
+                }
+            }
+            if !late {
+                st.first_ms = Some(st.first_ms.map_or(t, |f| f.min(t)));
+                for (s, spec) in st.series.iter_mut().zip(&plan.series) {
+                    if !spec.filter.matches(p, tz) {
+                        continue;
+                    }
+                    let idx = bucket(t, spec.bucket_ms, tz);
+                    match (s, &spec.kind) {
+                        (SeriesState::Counter(v), _) => counter_add(v, idx, p.amount_fen),
+                        (SeriesState::Distinct(d), SeriesKind::Distinct(f)) => {
+                            if let Some(val) = f.value(p) {
+                                d.insert(fnv64(val.as_bytes()), idx, set.exact_limit);
+                            }
+                        }
+                        (SeriesState::Seen(v), SeriesKind::Seen(f)) => {
+                            if let Some(val) = f.value(p) {
+                                seen_insert(v, fnv64(val.as_bytes()), idx);
+                                seen_cap(v, set.exact_limit);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            for r in &plan.readers {
+                if set.defs[r.slot].aggregate != Aggregate::NewValue {
+                    out[r.slot] = read_one(&set.defs[r.slot], r, plan, st, p, tz);
+                }
+            }
+            if !late {
+                write(&mut batch.batch, key, st, &meta[ei].sigs, enc);
+                batch.writes += 1;
+            }
+        }
+        Ok(Observation {
+            late,
+            watermark_ms: self.watermark.unwrap_or(t),
+        })
+    }
+
+    /// Records a delayed outcome of payment `p`, reported at `reported_at_ms`.
+    ///
+    /// Bad reports count from the report's bucket on; labels count toward `bad_rate` in the
+    /// payment's bucket, and only for payments scored after the report's bucket ended.
+    pub fn record_outcome(
+        &mut self,
+        p: &Payment,
+        outcome: OutcomeKind,
+        reported_at_ms: i64,
+        batch: &mut StoreBatch,
+    ) -> Result<(), FeatureError> {
+        let lateness = self.set.lateness_ms;
+        let tz = self.set.tz_offset_ms;
+        let FeatureStore {
+            set,
+            meta,
+            tree,
+            cache,
+            tick,
+            watermark,
+            key,
+            enc,
+            ..
+        } = self;
+        for (ei, plan) in set.entities.iter().enumerate() {
+            let wanted = plan.series.iter().any(|s| match &s.kind {
+                SeriesKind::Reports(k) | SeriesKind::Labels(k) => {
+                    k.contains(&outcome) && s.filter.matches(p, tz)
+                }
+                _ => false,
+            });
+            if !wanted || !build_key(plan, p, key) {
+                continue;
+            }
+            *tick += 1;
+            let c = load(cache, tree, key, &meta[ei], *tick)?;
+            let st = &mut c.state;
+            compact(plan, st, *watermark, lateness, tz);
+            for (s, spec) in st.series.iter_mut().zip(&plan.series) {
+                if !spec.filter.matches(p, tz) {
+                    continue;
+                }
+                let floor = watermark.map_or(i64::MIN, |wm| {
+                    bucket(
+                        wm.saturating_sub(lateness)
+                            .saturating_sub(spec.retention_ms),
+                        spec.bucket_ms,
+                        tz,
+                    )
+                });
+                let r = bucket(reported_at_ms, spec.bucket_ms, tz);
+                match (s, &spec.kind) {
+                    (SeriesState::Reports(v), SeriesKind::Reports(k))
+                        if k.contains(&outcome) && r >= floor =>
+                    {
+                        match v.binary_search_by_key(&r, |e| e.0) {
+                            Ok(i) => v[i].1 += 1,
+                            Err(i) => v.insert(i, (r, 1)),
+                        }
+                    }
+                    (SeriesState::Labels(v), SeriesKind::Labels(k)) if k.contains(&outcome) => {
+                        let pb = bucket(p.event_time_ms, spec.bucket_ms, tz);
+                        if pb >= floor {
+                            match v.binary_search_by_key(&(pb, r), |e| (e.0, e.1)) {
+                                Ok(i) => v[i].2 += 1,
+                                Err(i) => v.insert(i, (pb, r, 1)),
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            write(&mut batch.batch, key, st, &meta[ei].sigs, enc);
+            batch.writes += 1;
+        }
+        Ok(())
+    }
+
+    /// Applies the batch atomically, then marks the cache clean.
+    pub fn commit(&mut self, batch: StoreBatch) -> Result<(), FeatureError> {
+        self.tree.apply_batch(batch.batch)?;
+        self.committed();
+        Ok(())
+    }
+
+    /// Tells the store its batch reached disk (when the caller applied it in its own transaction).
+    /// Evicts least recently used states beyond the cache capacity.
+    pub fn committed(&mut self) {
+        let cap = self.capacity;
+        if self.cache.len() > cap + cap / 4 {
+            let keep_after = self.tick.saturating_sub(cap as u64);
+            self.cache.retain(|_, c| c.tick > keep_after);
+        }
+    }
+
+    /// Drops all cached state and reloads the watermark, after the caller's write failed.
+    pub fn discard_cache(&mut self) {
+        self.cache.clear();
+        // If even this read fails the next commit fails too; keep the last known value.
+        if let Ok(w) = load_watermark(&self.tree) {
+            self.watermark = w;
+        }
+    }
+
+    /// Compacts up to `max_entries` stored entities not in the cache, deleting those with
+    /// nothing left and entities no longer declared; continues where the last call stopped.
+    /// Uses min(now_ms, watermark) so it never drops what an accepted event could read.
+    pub fn sweep(&mut self, now_ms: i64, max_entries: usize) -> Result<SweepStats, FeatureError> {
+        let mut stats = SweepStats::default();
+        let Some(wm) = self.watermark else {
+            return Ok(stats);
+        };
+        let wm = Some(wm.min(now_ms));
+        let lateness = self.set.lateness_ms;
+        let tz = self.set.tz_offset_ms;
+        let mut last: Option<Vec<u8>> = None;
+        let mut iter = self.tree.range(self.sweep_cursor.as_slice()..);
+        loop {
+            if stats.visited >= max_entries {
+                break;
+            }
+            let Some(item) = iter.next() else {
+                stats.wrapped = true;
+                break;
+            };
+            let (k, v) = item?;
+            last = Some(k.to_vec());
+            if k.as_ref() == WATERMARK_KEY || self.cache.contains_key(k.as_ref()) {
+                continue;
+            }
+            stats.visited += 1;
+            let name_end = k.iter().position(|&b| b == 0).unwrap_or(k.len());
+            let Some(ei) = self
+                .set
+                .entities
+                .iter()
+                .position(|e| e.name.as_bytes() == &k[..name_end])
+            else {
+                self.tree.remove(&k)?;
+                stats.deleted += 1;
+                continue;
+            };
+            let plan = &self.set.entities[ei];
+            let meta = &self.meta[ei];
+            let kinds: Vec<&SeriesKind> = meta.kinds.iter().collect();
+            let mut st = EntityState::decode(&v, &meta.sigs, &kinds)?;
+            let before = st.clone();
+            compact(plan, &mut st, wm, lateness, tz);
+            if st.is_empty() {
+                self.tree.remove(&k)?;
+                stats.deleted += 1;
+            } else if st != before {
+                st.encode(&meta.sigs, &mut self.enc);
+                self.tree.insert(&k, self.enc.as_slice())?;
+                stats.rewritten += 1;
+            }
+        }
+        self.sweep_cursor = match (stats.wrapped, last) {
+            (false, Some(mut k)) => {
+                k.push(0);
+                k
+            }
+            _ => Vec::new(),
+        };
+        Ok(stats)
+    }
+}
+
+fn write(batch: &mut sled::Batch, key: &[u8], st: &EntityState, sigs: &[u64], enc: &mut Vec<u8>) {
+    if st.is_empty() {
+        batch.remove(key);
+    } else {
+        st.encode(sigs, enc);
+        batch.insert(key, enc.as_slice());
+    }
+}
