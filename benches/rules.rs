@@ -7,9 +7,6 @@ use std::path::PathBuf;
 use criterion::{criterion_group, criterion_main, Criterion};
 use fengkong::rules::{RuleSet, Schema, Type, Value};
 
-#[path = "../tests/common/rules_schema.rs"]
-mod rules_schema;
-
 fn typical<'a>(s: &Schema, set: &[(&str, Value<'a>)]) -> Vec<Value<'a>> {
     let mut vars: Vec<Value> = s.vars().iter().map(|v| Value::zero(v.ty)).collect();
     for (name, v) in set {
@@ -27,7 +24,7 @@ fn bench(c: &mut Criterion) {
     } else {
         root.join("rules")
     };
-    let schema = rules_schema::schema();
+    let schema = fengkong::vars::schema(&fengkong::features::FeatureSet::defaults());
     let rs = match RuleSet::load_dir(&dir, &schema) {
         Ok(rs) => rs,
         Err(e) => panic!("{e}"),
@@ -56,7 +53,7 @@ fn bench(c: &mut Criterion) {
             ("payer.account_age_days", Value::Num(900.0)),
             ("payment.amount_fen", Value::Num(3200.0)),
             ("payment.hour", Value::Num(9.0)),
-            ("payment.amount_to_avg_30d", Value::Num(0.8)),
+            ("payer.amount_vs_avg_30d", Value::Num(0.8)),
             ("payer.count_1h", Value::Num(1.0)),
             ("payer.count_24h", Value::Num(3.0)),
             ("payer.count_30d", Value::Num(60.0)),

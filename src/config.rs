@@ -18,8 +18,13 @@ pub struct Config {
     pub http_enabled: bool,
     /// Folder of the sled database (decisions, windows, accounts).
     pub data_dir: PathBuf,
+    /// Folder of rule files (`*.toml`, with `lists/` and `tests/`).
+    pub rules_dir: PathBuf,
+    /// Features file; none means the bundled default set.
+    pub features_file: Option<PathBuf>,
+    /// Entity states the feature store keeps in memory.
+    pub feature_cache_entities: usize,
     pub limits: Limits,
-    pub policy: PolicyConfig,
     /// How long the group committer may wait to gather more writes into one flush.
     /// Zero flushes as soon as a write is waiting.
     pub commit_delay_us: u64,
@@ -35,8 +40,10 @@ impl Default for Config {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             http_enabled: true,
             data_dir: PathBuf::from("data"),
+            rules_dir: PathBuf::from("rules"),
+            features_file: None,
+            feature_cache_entities: 100_000,
             limits: Limits::default(),
-            policy: PolicyConfig::default(),
             commit_delay_us: 0,
             shutdown_grace_ms: 10_000,
         }
@@ -68,29 +75,6 @@ impl Default for Limits {
             max_id_bytes: 128,
             max_attributes: 64,
             max_attribute_bytes: 1024,
-        }
-    }
-}
-
-/// The built-in amount policy that decides until a rule pack is loaded.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct PolicyConfig {
-    /// PBOC 2018: a static code may take at most this much in one day from one payer, so a
-    /// single larger payment on a static code cannot be legitimate.
-    pub static_code_limit_fen: i64,
-    pub challenge_amount_fen: i64,
-    pub review_amount_fen: i64,
-    pub block_amount_fen: i64,
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        PolicyConfig {
-            static_code_limit_fen: 50_000,
-            challenge_amount_fen: 500_000,
-            review_amount_fen: 5_000_000,
-            block_amount_fen: 20_000_000,
         }
     }
 }

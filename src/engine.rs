@@ -1,4 +1,4 @@
-//! The decision pipeline for one payment: validate → assess → record.
+//! The decision pipeline for one payment: validate → features → rules → decision record.
 //!
 //! `Engine` is single-threaded on purpose (`&mut self`): the server runs it on one
 //! dedicated thread and the offline commands call it directly, so both see payments in
@@ -8,13 +8,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::Config;
-use crate::payment::OutcomeKind;
-use crate::policy;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use crate::config::{Config, Limits};
+use crate::decision;
+use crate::features::{
+    FeatureError, FeatureFileError, FeatureSet, FeatureStore, StoreBatch, StoreOptions,
+};
+use crate::payment::{OutcomeKind, Payment};
 use crate::proto::{self, Decision, ScoreRequest, ScoreResponse};
 use crate::request::{payment_from_request, InvalidField};
+use crate::rules::{Hit, Mode, RuleErrors, RuleSet, Schema};
 use crate::store::{DecisionStore, StoreError};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{RuleLabels, Telemetry};
+use crate::vars;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -28,6 +35,12 @@ pub enum EngineError {
     UnknownDecision(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Features(#[from] FeatureError),
+    #[error("features file: {0}")]
+    FeatureFile(#[from] FeatureFileError),
+    #[error("rules in `{dir}` do not compile:\n{errors}")]
+    Rules { dir: PathBuf, errors: RuleErrors },
     #[error("cannot open the data dir `{path}`: {reason}")]
     Open { path: PathBuf, reason: String },
 }
@@ -45,32 +58,63 @@ pub struct Scored {
     pub replayed: bool,
 }
 
+/// The result of a rules reload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reloaded {
+    pub version: String,
+    pub rules: usize,
+    pub shadow_rules: usize,
+    pub changed: bool,
+}
+
 pub struct Engine {
     db: sled::Db,
     decisions: DecisionStore,
+    features: FeatureStore,
+    feature_set_version: String,
+    schema: Schema,
+    rules: Arc<RuleSet>,
     config: Config,
     telemetry: Arc<Telemetry>,
+    // Reused between payments so the hot path does not allocate them.
+    values: Vec<f64>,
+    hits: Vec<Hit>,
 }
 
 impl Engine {
-    /// Opens (or creates) the sled database in `config.data_dir`. A second process on the
-    /// same folder fails here at once: sled holds an exclusive lock on it.
+    /// Opens (or creates) the sled database in `config.data_dir` and loads the features
+    /// file and rules. A second process on the same folder fails here at once: sled holds
+    /// an exclusive lock on it.
     pub fn open(config: &Config) -> Result<Engine, EngineError> {
         let db = open_db(&config.data_dir)?;
         Engine::with_db(db, config)
     }
 
     pub fn with_db(db: sled::Db, config: &Config) -> Result<Engine, EngineError> {
+        let set = match &config.features_file {
+            Some(path) => FeatureSet::load(path)?,
+            None => FeatureSet::defaults(),
+        };
+        let schema = vars::schema(&set);
+        let rules = load_rules(&config.rules_dir, &schema)?;
+        let feature_set_version = format!("{:016x}", set.file_hash());
+        let options = StoreOptions {
+            cache_capacity: config.feature_cache_entities,
+            ..StoreOptions::default()
+        };
+        let features = FeatureStore::open(&db, set, options)?;
         Ok(Engine {
             decisions: DecisionStore::open(&db)?,
             db,
+            features,
+            feature_set_version,
+            schema,
+            rules: Arc::new(rules),
             config: config.clone(),
             telemetry: Arc::default(),
+            values: Vec::new(),
+            hits: Vec::new(),
         })
-    }
-
-    pub fn telemetry(&self) -> Arc<Telemetry> {
-        Arc::clone(&self.telemetry)
     }
 
     pub fn db(&self) -> &sled::Db {
@@ -81,16 +125,59 @@ impl Engine {
         &self.config.data_dir
     }
 
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        Arc::clone(&self.telemetry)
+    }
+
     /// A read handle for other threads.
     pub fn decisions(&self) -> DecisionStore {
         self.decisions.clone()
     }
 
-    /// Scores one payment and records the decision (applied to sled, not yet flushed:
-    /// the caller makes it durable before answering).
+    pub fn ruleset(&self) -> Arc<RuleSet> {
+        Arc::clone(&self.rules)
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    pub fn feature_names(&self) -> &[String] {
+        self.features.set().names()
+    }
+
+    /// Compiles the rules directory again and swaps it in. On any error the current set
+    /// stays; payments already scored are unaffected either way.
+    pub fn reload_rules(&mut self) -> Result<Reloaded, EngineError> {
+        let rules = load_rules(&self.config.rules_dir, &self.schema)?;
+        let changed = rules.version() != self.rules.version();
+        if changed {
+            tracing::info!(
+                from = self.rules.version(),
+                to = rules.version(),
+                "rules reloaded"
+            );
+            self.rules = Arc::new(rules);
+        }
+        let shadow_rules = self
+            .rules
+            .rules()
+            .iter()
+            .filter(|r| r.mode == Mode::Shadow)
+            .count();
+        Ok(Reloaded {
+            version: self.rules.version().to_owned(),
+            rules: self.rules.rules().len(),
+            shadow_rules,
+            changed,
+        })
+    }
+
+    /// Scores one payment and records the decision with the feature update in one atomic
+    /// write (applied to sled, not yet flushed: the caller makes it durable before answering).
     pub fn score(&mut self, req: &ScoreRequest, now_ms: i64) -> Result<Scored, EngineError> {
-        // A retry is answered from the record even if limits changed since: the gateway
-        // must see the same decision for the same payment.
+        // A retry is answered from the record even if rules changed since: the gateway
+        // must see the same decision for the same payment, and windows count it once.
         if let Some(stored) = self.decisions.by_payment(&req.payment_id)? {
             return match (stored.request.as_ref(), stored.response) {
                 (Some(stored_req), Some(response)) if stored_req == req => Ok(Scored {
@@ -102,42 +189,126 @@ impl Engine {
         }
         let started = Instant::now();
         let payment = payment_from_request(req, &self.config.limits, now_ms)?;
-        let assessment = policy::assess(&self.config.policy, &payment);
-        self.telemetry.stage("assess", started.elapsed());
-        let recording = Instant::now();
+
+        let mut batch = StoreBatch::new();
+        let observation = self
+            .features
+            .observe(&payment, &mut self.values, &mut batch)?;
+        if observation.late {
+            self.telemetry.late_events.inc();
+        }
+        let features_done = Instant::now();
+        self.telemetry.stage("features", features_done - started);
+
+        let mut vars = Vec::with_capacity(self.schema.len());
+        vars::fill(&payment, &self.values, &mut vars);
+        self.hits.clear();
+        self.rules
+            .evaluate(&vars, payment.event_time_ms, &mut self.hits);
+        let verdict = self.rules.decide(&self.hits, 0.0);
+        let rules_done = Instant::now();
+        self.telemetry.stage("rules", rules_done - features_done);
+
+        let reason = |hit: &Hit| decision::reason(&self.rules, &self.schema, hit, &vars);
+        let reasons = verdict
+            .reasons
+            .iter()
+            .map(|&i| reason(&self.hits[i]))
+            .collect();
+        let shadow_reasons = self
+            .hits
+            .iter()
+            .filter(|h| h.fired() && h.mode == Mode::Shadow)
+            .map(reason)
+            .collect();
+        for hit in self.hits.iter().filter(|h| h.fired()) {
+            let mode = if hit.mode == Mode::Shadow {
+                "shadow"
+            } else {
+                "active"
+            };
+            self.telemetry
+                .rule_hits
+                .get_or_create(&RuleLabels {
+                    rule: hit.id.to_string(),
+                    mode,
+                })
+                .inc();
+        }
         let response = ScoreResponse {
             decision_id: format!("d-{:016x}", self.db.generate_id()?),
             payment_id: payment.payment_id.clone(),
-            action: assessment.action as i32,
-            risk_score: assessment.risk_score,
-            reasons: assessment.reasons,
-            ruleset_version: policy::VERSION.to_owned(),
+            action: decision::action(verdict.action) as i32,
+            risk_score: verdict.risk_score.clamp(0.0, 100.0).round() as u32,
+            reasons,
+            ruleset_version: self.rules.version().to_owned(),
             model_version: String::new(),
             evaluated_at_ms: now_ms,
         };
-        let decision = Decision {
+        let record = Decision {
             response: Some(response.clone()),
             request: Some(req.clone()),
-            ..Default::default()
+            features: self
+                .feature_names()
+                .iter()
+                .zip(&self.values)
+                .map(|(name, &value)| {
+                    decision::evidence(name, Some(crate::rules::Value::Num(value)))
+                })
+                .collect(),
+            shadow_reasons,
+            outcomes: Vec::new(),
+            feature_set_version: self.feature_set_version.clone(),
+            late_event: observation.late,
         };
-        let mut batch = sled::Batch::default();
-        self.decisions.stage_insert(&mut batch, &decision);
-        self.decisions.apply(batch)?;
-        self.telemetry.stage("record", recording.elapsed());
+        self.write(batch, |decisions, b| decisions.stage_insert(b, &record))?;
+        self.telemetry.stage("record", rules_done.elapsed());
         Ok(Scored {
             response,
             replayed: false,
         })
     }
 
-    /// Stores delayed truth with the decision. Reporting the same outcome twice is a no-op,
-    /// so gateways may retry.
+    /// Applies the feature writes and one decision write in a single sled transaction, so a
+    /// crash never leaves a payment counted in the windows without its decision (or the
+    /// reverse, which a retry would then count twice).
+    fn write(
+        &mut self,
+        features: StoreBatch,
+        stage: impl Fn(&DecisionStore, &mut sled::Batch),
+    ) -> Result<(), EngineError> {
+        let mut decision_batch = sled::Batch::default();
+        stage(&self.decisions, &mut decision_batch);
+        let result = (self.features.tree(), self.decisions.tree()).transaction(|(f, d)| {
+            f.apply_batch(features.sled_batch())?;
+            d.apply_batch(&decision_batch)?;
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
+        match result {
+            Ok(()) => {
+                self.features.committed();
+                Ok(())
+            }
+            Err(e) => {
+                self.features.discard_cache();
+                Err(match e {
+                    TransactionError::Storage(e) => e.into(),
+                    TransactionError::Abort(()) => {
+                        sled::Error::ReportableBug("transaction aborted".into()).into()
+                    }
+                })
+            }
+        }
+    }
+
+    /// Stores delayed truth with the decision and feeds it to the outcome windows.
+    /// Reporting the same outcome twice is a no-op, so gateways may retry.
     pub fn report_outcome(
         &mut self,
         req: &proto::ReportOutcomeRequest,
         now_ms: i64,
     ) -> Result<proto::ReportOutcomeResponse, EngineError> {
-        outcome_kind(req.outcome)?;
+        let kind = outcome_kind(req.outcome)?;
         if req.payment_id.is_empty() {
             return Err(invalid("payment_id", "must not be empty"));
         }
@@ -145,13 +316,13 @@ impl Engine {
             .decisions
             .by_payment(&req.payment_id)?
             .ok_or_else(|| EngineError::UnknownPayment(req.payment_id.clone()))?;
-        let event_time_ms = decision.request.as_ref().map_or(0, |r| r.event_time_ms);
-        if req.reported_at_ms < event_time_ms {
+        let stored_request = decision.request.clone().unwrap_or_default();
+        if req.reported_at_ms < stored_request.event_time_ms {
             return Err(invalid(
                 "reported_at_ms",
                 format!(
-                    "must not be before the payment's event time {event_time_ms} (got {})",
-                    req.reported_at_ms
+                    "must not be before the payment's event time {} (got {})",
+                    stored_request.event_time_ms, req.reported_at_ms
                 ),
             ));
         }
@@ -160,20 +331,53 @@ impl Engine {
             .iter()
             .any(|o| o.outcome == req.outcome && o.reported_at_ms == req.reported_at_ms);
         if !already {
+            // Windows count one bad label per payment, whatever mix of fraud, chargeback
+            // and complaint reports arrives for it.
+            let first_bad = kind.is_bad()
+                && !decision
+                    .outcomes
+                    .iter()
+                    .any(|o| outcome_kind(o.outcome).is_ok_and(OutcomeKind::is_bad));
+            let mut features = StoreBatch::new();
+            if first_bad {
+                let payment = stored_payment(&stored_request)?;
+                self.features
+                    .record_outcome(&payment, kind, req.reported_at_ms, &mut features)?;
+            }
             decision.outcomes.push(proto::Outcome {
                 outcome: req.outcome,
                 reported_at_ms: req.reported_at_ms,
                 recorded_at_ms: now_ms,
             });
-            let mut batch = sled::Batch::default();
-            self.decisions.stage_update(&mut batch, &decision);
-            self.decisions.apply(batch)?;
+            self.write(features, |decisions, b| {
+                decisions.stage_update(b, &decision)
+            })?;
         }
         Ok(proto::ReportOutcomeResponse {
             decision_id: decision.response.map(|r| r.decision_id).unwrap_or_default(),
             outcomes: decision.outcomes,
         })
     }
+}
+
+fn load_rules(dir: &Path, schema: &Schema) -> Result<RuleSet, EngineError> {
+    RuleSet::load_dir(dir, schema).map_err(|errors| EngineError::Rules {
+        dir: dir.to_owned(),
+        errors,
+    })
+}
+
+/// Rebuilds the payment of a stored request. It was valid when scored; limits may have
+/// changed since, so only its shape is checked again.
+fn stored_payment(req: &ScoreRequest) -> Result<Payment, EngineError> {
+    let anything = Limits {
+        max_amount_fen: i64::MAX,
+        max_clock_skew_ms: i64::MAX,
+        max_id_bytes: usize::MAX,
+        max_attributes: usize::MAX,
+        max_attribute_bytes: usize::MAX,
+    };
+    Ok(payment_from_request(req, &anything, req.event_time_ms)?)
 }
 
 /// Looks a decision up by payment id or decision id.
@@ -234,17 +438,22 @@ pub fn open_db(path: &Path) -> Result<sled::Db, EngineError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::request::tests::{valid_request, NOW};
 
+    /// The repository's bundled rules, wherever the tests run from.
+    pub(crate) fn test_config(data_dir: &Path) -> Config {
+        Config {
+            data_dir: data_dir.to_owned(),
+            rules_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"),
+            ..Config::default()
+        }
+    }
+
     fn engine() -> (tempfile::TempDir, Engine) {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            data_dir: dir.path().to_owned(),
-            ..Config::default()
-        };
-        let engine = Engine::open(&config).unwrap();
+        let engine = Engine::open(&test_config(dir.path())).unwrap();
         (dir, engine)
     }
 
@@ -263,6 +472,23 @@ mod tests {
             Err(EngineError::Conflict(_))
         ));
         assert_eq!(engine.decisions().len(), 1);
+    }
+
+    #[test]
+    fn decision_records_every_feature_and_the_versions() {
+        let (_dir, mut engine) = engine();
+        engine.score(&valid_request(), NOW).unwrap();
+        let stored = engine.decisions().by_payment("pay-1").unwrap().unwrap();
+        assert_eq!(stored.features.len(), engine.feature_names().len());
+        let count = stored
+            .features
+            .iter()
+            .find(|f| f.name == "payer.count_1h")
+            .unwrap();
+        assert_eq!(count.value, 1.0, "windows include the payment being scored");
+        let response = stored.response.unwrap();
+        assert_eq!(response.ruleset_version, engine.ruleset().version());
+        assert!(!stored.feature_set_version.is_empty());
     }
 
     #[test]
@@ -298,11 +524,33 @@ mod tests {
     #[test]
     fn second_open_of_the_same_dir_fails_fast() {
         let (dir, _engine) = engine();
-        let config = Config {
-            data_dir: dir.path().to_owned(),
-            ..Config::default()
-        };
-        let err = Engine::open(&config).err().expect("second open must fail");
+        let err = Engine::open(&test_config(dir.path()))
+            .err()
+            .expect("second open must fail");
         assert!(err.to_string().contains("locked"), "{err}");
+    }
+
+    #[test]
+    fn broken_rules_are_refused_at_reload_and_the_old_set_stays() {
+        let data = tempfile::tempdir().unwrap();
+        let rules = tempfile::tempdir().unwrap();
+        let good = "[[rule]]\nid = \"big\"\ndescription = \"big\"\nwhen = \"payment.amount_fen > 100\"\naction = \"review\"\nscore = 60\nreason_code = \"BIG\"\nmessage = \"big\"\n";
+        std::fs::write(rules.path().join("a.toml"), good).unwrap();
+        let config = Config {
+            rules_dir: rules.path().to_owned(),
+            ..test_config(data.path())
+        };
+        let mut engine = Engine::open(&config).unwrap();
+        let before = engine.ruleset().version().to_owned();
+        std::fs::write(
+            rules.path().join("a.toml"),
+            good.replace("amount_fen >", "amount_fen >>"),
+        )
+        .unwrap();
+        let err = engine.reload_rules().unwrap_err().to_string();
+        assert!(err.contains("a.toml:4:"), "{err}");
+        assert_eq!(engine.ruleset().version(), before);
+        let scored = engine.score(&valid_request(), NOW).unwrap().response;
+        assert_eq!(scored.action(), proto::Action::Review);
     }
 }

@@ -17,13 +17,13 @@ pub mod auth;
 pub mod cli;
 pub mod commit;
 pub mod config;
+pub mod decision;
 pub mod engine;
 pub mod events;
 pub mod features;
 pub mod http;
 pub mod loadgen;
 pub mod payment;
-pub mod policy;
 pub mod quality;
 pub mod request;
 pub mod rules;
@@ -31,6 +31,7 @@ pub mod server;
 pub mod simulate;
 pub mod store;
 pub mod telemetry;
+pub mod vars;
 
 /// Code generated from `proto/fengkong/v1/fengkong.proto`.
 #[allow(clippy::all, clippy::unwrap_used, clippy::expect_used)]

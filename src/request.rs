@@ -288,6 +288,10 @@ pub(crate) mod tests {
         }
     }
 
+    pub(crate) fn valid_payment() -> Payment {
+        payment_from_request(&valid_request(), &Limits::default(), NOW).unwrap()
+    }
+
     fn field_of(req: &proto::ScoreRequest) -> &'static str {
         payment_from_request(req, &Limits::default(), NOW)
             .unwrap_err()

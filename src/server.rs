@@ -353,7 +353,10 @@ fn status(error: EngineError) -> Status {
         EngineError::UnknownPayment(_) | EngineError::UnknownDecision(_) => {
             Status::not_found(message)
         }
-        EngineError::Store(_) | EngineError::Open { .. } => {
+        EngineError::Rules { .. } | EngineError::FeatureFile(_) => {
+            Status::failed_precondition(message)
+        }
+        EngineError::Store(_) | EngineError::Features(_) | EngineError::Open { .. } => {
             tracing::error!(error = %message, "storage failure");
             Status::unavailable(message)
         }

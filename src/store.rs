@@ -66,6 +66,11 @@ impl DecisionStore {
         batch.insert(payment_key(payment_id), decision.encode_to_vec());
     }
 
+    /// For callers that write decisions inside a multi-tree transaction.
+    pub fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
     pub fn apply(&self, batch: sled::Batch) -> Result<(), StoreError> {
         Ok(self.tree.apply_batch(batch)?)
     }

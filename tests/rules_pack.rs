@@ -8,9 +8,6 @@ use std::path::PathBuf;
 use fengkong::rules::{Action, Mode, RuleSet, Schema, Type, Value};
 use proptest::prelude::*;
 
-#[path = "common/rules_schema.rs"]
-mod rules_schema;
-
 // Counts allocations per thread, so tests running in parallel do not interfere.
 struct Counting;
 thread_local! {
@@ -35,7 +32,7 @@ fn pack() -> (Schema, RuleSet) {
     } else {
         root.join("rules")
     };
-    let schema = rules_schema::schema();
+    let schema = fengkong::vars::schema(&fengkong::features::FeatureSet::defaults());
     let rs = RuleSet::load_dir(&dir, &schema).unwrap_or_else(|e| panic!("{e}"));
     (schema, rs)
 }
@@ -93,7 +90,7 @@ fn hit_carries_evidence_and_renders_message() {
 
 #[test]
 fn eval_errors_are_recorded_not_fired() {
-    let s = rules_schema::schema();
+    let s = fengkong::vars::schema(&fengkong::features::FeatureSet::defaults());
     let files = vec![(
         "a.toml".to_string(),
         "[[rule]]\nid = \"ratio\"\nwhen = 'payer.amount_1h / payer.avg_amount_30d > 10'\naction = \"block\"\nreason_code = \"R\"\nmessage = \"m\"\n".to_string(),
@@ -117,7 +114,7 @@ fn eval_errors_are_recorded_not_fired() {
 
 #[test]
 fn hostile_toml_does_not_overflow_the_stack() {
-    let s = rules_schema::schema();
+    let s = fengkong::vars::schema(&fengkong::features::FeatureSet::defaults());
     for text in [
         format!("a = {}", "[".repeat(100_000)),
         format!("a = {}", "{ b = ".repeat(50_000)),
@@ -155,7 +152,7 @@ const STRS: &[&str] = &[
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
     #[test]
-    fn shadow_hits_never_change_the_decision(set in arb_vars(&rules_schema::schema()), model in 0.0..100.0f64) {
+    fn shadow_hits_never_change_the_decision(set in arb_vars(&fengkong::vars::schema(&fengkong::features::FeatureSet::defaults())), model in 0.0..100.0f64) {
         let (s, rs) = pack();
         let mut vars = zero_vars(&s);
         for (slot, num, si, b) in set {

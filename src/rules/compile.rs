@@ -445,7 +445,7 @@ pub enum Piece {
 ///
 /// `{name}` inserts a variable or `params.NAME`; numbers print as integers when
 /// integral, else with up to 2 decimals. `{name:yuan}` prints an amount held in
-/// fen as yuan with exactly 2 decimals (`123456` → `1234.56`); nothing is
+/// fen as yuan with exactly 2 decimals (`123456` → `1,234.56`); nothing is
 /// converted implicitly, because not every name containing `amount` is money.
 /// `{{` and `}}` print literal braces.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -572,7 +572,6 @@ pub fn format_num(v: f64) -> String {
 
 impl Template {
     pub fn render(&self, vars: &[Value]) -> String {
-        use std::fmt::Write;
         let mut out = String::new();
         for p in &self.pieces {
             let (v, yuan) = match p {
@@ -590,8 +589,10 @@ impl Template {
                 },
             };
             match v {
+                // Fen values are whole numbers held exactly in f64; yuan is rendered with
+                // integer arithmetic so money never passes through a float division.
                 Value::Num(n) if yuan => {
-                    let _ = write!(out, "{:.2}", n / 100.0);
+                    out.push_str(&crate::payment::format_yuan(n.round() as i64))
                 }
                 Value::Num(n) => out.push_str(&format_num(n)),
                 Value::Str(s) => out.push_str(s),
@@ -690,7 +691,7 @@ mod tests {
         let mut vars = vec![Value::Num(0.0); s.len()];
         vars[s.slot("payee.distinct_payers_1h").unwrap()] = Value::Num(37.0);
         vars[s.slot("payment.amount_fen").unwrap()] = Value::Num(123456.0);
-        assert_eq!(t.render(&vars), "37 payers (limit 30), {x} 1234.56");
+        assert_eq!(t.render(&vars), "37 payers (limit 30), {x} 1,234.56");
         let errs =
             compile_template("{payee.distinct_payer_1h} {oops", &env, &mut refs).unwrap_err();
         assert_eq!(errs.len(), 2);

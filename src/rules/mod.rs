@@ -34,7 +34,7 @@
 //!
 //! Messages: `{name}` / `{params.NAME}` placeholders, checked at compile time;
 //! integral numbers print without decimals; `{name:yuan}` prints fen as yuan
-//! with 2 decimals. Nothing is converted to yuan implicitly.
+//! with thousands separators and 2 decimals. Nothing is converted to yuan implicitly.
 //!
 //! # Usage
 //! ```ignore
@@ -447,8 +447,10 @@ impl RuleSet {
     }
 }
 
-// The engine's documented variable names, shared with integration tests and
-// benches so all of them build exactly the schema the engine will supply.
+/// Unit tests compile against exactly the schema the engine supplies.
 #[cfg(test)]
-#[path = "../../tests/common/rules_schema.rs"]
-pub(crate) mod test_schema;
+pub(crate) mod test_schema {
+    pub fn schema() -> super::Schema {
+        crate::vars::schema(&crate::features::FeatureSet::defaults())
+    }
+}

@@ -1,0 +1,77 @@
+//! Turns rule hits and the verdict into what the gateway sees and what is stored: each
+//! reason in words with its numbers, the evidence behind it, and the action.
+
+use crate::proto;
+use crate::rules::{self, Hit, RuleSet, Schema, Value};
+
+/// Rules that only look a value up in a list speak for the list, not for a judgement.
+const LIST_TAGS: &[&str] = &["allow_list", "block_list"];
+
+pub fn action(action: rules::Action) -> proto::Action {
+    match action {
+        rules::Action::Allow => proto::Action::Allow,
+        rules::Action::Challenge => proto::Action::Challenge,
+        rules::Action::Review => proto::Action::Review,
+        rules::Action::Block => proto::Action::Block,
+    }
+}
+
+pub fn account_action(action: rules::AccountAction) -> proto::AccountAction {
+    match action {
+        rules::AccountAction::LimitPayee => proto::AccountAction::LimitPayee,
+        rules::AccountAction::FreezePayee => proto::AccountAction::FreezePayee,
+        rules::AccountAction::LimitPayer => proto::AccountAction::LimitPayer,
+        rules::AccountAction::FreezePayer => proto::AccountAction::FreezePayer,
+    }
+}
+
+/// One hit as a reason: code, message (English and Chinese) with the actual values, and
+/// every variable and parameter the rule read, as they were.
+pub fn reason(rules: &RuleSet, schema: &Schema, hit: &Hit, vars: &[Value]) -> proto::Reason {
+    let is_list = rules
+        .rules()
+        .get(hit.rule_index)
+        .is_some_and(|r| r.tags.iter().any(|t| LIST_TAGS.contains(&t.as_str())));
+    let mut evidence: Vec<proto::Evidence> = rules
+        .evidence(hit, schema, vars)
+        .into_iter()
+        .map(|(name, value)| evidence(name, value))
+        .collect();
+    evidence.extend(hit.params.iter().map(|(name, value)| proto::Evidence {
+        name: format!("params.{name}"),
+        value: *value,
+        text: String::new(),
+    }));
+    proto::Reason {
+        code: hit.reason_code.to_string(),
+        source: if is_list {
+            proto::ReasonSource::List
+        } else {
+            proto::ReasonSource::Rule
+        } as i32,
+        id: hit.id.to_string(),
+        message: rules.render_message(hit, vars),
+        message_zh: rules.render_message_zh(hit, vars),
+        contribution: hit.score,
+        action: action(hit.action) as i32,
+        account_action: hit
+            .account_action
+            .map_or(proto::AccountAction::Unspecified, account_action)
+            as i32,
+        evidence,
+    }
+}
+
+pub fn evidence(name: &str, value: Option<Value>) -> proto::Evidence {
+    let (value, text) = match value {
+        Some(Value::Num(n)) => (n, String::new()),
+        Some(Value::Bool(b)) => (if b { 1.0 } else { 0.0 }, String::new()),
+        Some(Value::Str(s)) => (0.0, s.to_owned()),
+        None => (0.0, String::new()),
+    };
+    proto::Evidence {
+        name: name.to_owned(),
+        value,
+        text,
+    }
+}
