@@ -20,6 +20,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Folder of rule files (`*.toml`, with `lists/` and `tests/`).
     pub rules_dir: PathBuf,
+    /// Reload the rules when a file in `rules_dir` changes.
+    pub watch_rules: bool,
     /// Features file; none means the bundled default set.
     pub features_file: Option<PathBuf>,
     /// Entity states the feature store keeps in memory.
@@ -41,6 +43,7 @@ impl Default for Config {
             http_enabled: true,
             data_dir: PathBuf::from("data"),
             rules_dir: PathBuf::from("rules"),
+            watch_rules: true,
             features_file: None,
             feature_cache_entities: 100_000,
             limits: Limits::default(),

@@ -21,6 +21,7 @@ pub mod decision;
 pub mod engine;
 pub mod events;
 pub mod features;
+pub mod grpc;
 pub mod http;
 pub mod loadgen;
 pub mod payment;

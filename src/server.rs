@@ -1,22 +1,24 @@
-//! The gRPC boundary: wires the engine thread, the group committer, health and reflection
-//! into one tonic server, and maps every library error to a gRPC status in one place.
+//! Runs the server: the engine thread, the group committer, the gRPC services (with health
+//! and reflection), the HTTP side, key and rule reloading, and graceful shutdown.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
-use crate::auth::{AuthError, Caller, KeyError, Keys, Role};
-use crate::commit::{CommitError, GroupCommit};
-use crate::engine::{self, Engine, EngineError};
-use crate::proto::{self, risk_engine_server::RiskEngineServer};
-use crate::store::DecisionStore;
-use crate::telemetry::Telemetry;
+use crate::auth::{KeyError, Keys};
+use crate::commit::GroupCommit;
+use crate::engine::{Engine, EngineError};
+use crate::grpc::{self, RiskEngineService, RuleAdminService};
+use crate::proto::{
+    self, risk_engine_server::RiskEngineServer, rule_admin_server::RuleAdminServer,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -42,6 +44,9 @@ pub struct ServeOptions {
     pub commit_gather: Duration,
     /// How long in-flight calls and idle clients get after the shutdown signal.
     pub shutdown_grace: Duration,
+    /// Folder watched for rule changes (reloaded within a second of a change); none
+    /// turns watching off (ReloadRules and SIGHUP still work).
+    pub watch_rules: Option<PathBuf>,
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight calls finish, stops the engine
@@ -52,38 +57,38 @@ pub async fn run(
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let ServeOptions {
-        commit_gather,
-        shutdown_grace,
-    } = options;
-    let commit = GroupCommit::start(engine.db().clone(), commit_gather)?;
+    let commit = GroupCommit::start(engine.db().clone(), options.commit_gather)?;
     let decisions = engine.decisions();
     let telemetry = engine.telemetry();
     let db = engine.db().clone();
-    let data_dir = engine.data_dir().to_owned();
-    let (jobs, engine_thread) = spawn_engine(engine, commit.clone())?;
-    let keys = Keys::open(&data_dir)?;
+    let keys = Keys::open(engine.data_dir())?;
     if keys.is_open() {
         tracing::warn!(
             "NO API KEYS: every call is allowed. This is for local development only; \
              create keys with `fengkong keys add` before exposing this server"
         );
     }
-    let refresher = tokio::spawn(refresh_keys(keys.clone()));
-    let service = RiskEngineService {
-        jobs,
-        decisions,
-        commit: commit.clone(),
-        telemetry: Arc::clone(&telemetry),
-        keys,
-    };
+    let (handle, engine_thread) = EngineHandle::spawn(engine, commit.clone())?;
+
+    let mut background = vec![tokio::spawn(refresh_keys(keys.clone()))];
+    if let Some(dir) = options.watch_rules {
+        background.push(tokio::spawn(watch_rules(handle.clone(), dir)));
+    }
+    #[cfg(unix)]
+    background.push(tokio::spawn(reload_on_sighup(handle.clone())));
+
     // One signal fans out to both servers.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let http = listeners.http.map(|listener| {
         let mut stopped = stopped.clone();
-        tokio::spawn(crate::http::serve(listener, telemetry, db, async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }))
+        tokio::spawn(crate::http::serve(
+            listener,
+            telemetry.clone(),
+            db,
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ))
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -94,13 +99,16 @@ pub async fn run(
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let risk_engine = RiskEngineService::new(handle.clone(), decisions, keys.clone(), telemetry);
+    let rule_admin = RuleAdminService::new(handle, keys);
 
     let signalled = Arc::new(Notify::new());
     let on_signal = Arc::clone(&signalled);
     let serve = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(RiskEngineServer::new(service))
+        .add_service(RiskEngineServer::new(risk_engine))
+        .add_service(RuleAdminServer::new(rule_admin))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
             shutdown.await;
             let _ = stop.send(true);
@@ -108,6 +116,7 @@ pub async fn run(
         });
     // Graceful shutdown waits for clients to hang up; one that never does must not keep
     // the server alive forever, so after the grace period the connections are dropped.
+    let shutdown_grace = options.shutdown_grace;
     let served = tokio::select! {
         served = serve => served,
         _ = async {
@@ -118,9 +127,12 @@ pub async fn run(
             Ok(())
         }
     };
-    // The service (and with it the job sender) is gone once serve returns, so the engine
-    // thread drains what is queued and exits; then one last flush.
-    refresher.abort();
+    // Once the services and the background tasks are gone, no job sender is left: the
+    // engine thread drains what is queued and exits; then one last flush.
+    for task in background {
+        task.abort();
+        let _ = task.await;
+    }
     let _ = engine_thread.join();
     commit.stop();
     if let Some(http) = http {
@@ -132,6 +144,75 @@ pub async fn run(
     }
     tracing::info!("stopped; all decisions flushed");
     Ok(served?)
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+type Work = Box<dyn FnOnce(&mut Engine) + Send>;
+
+/// The engine runs on its own thread: sled writes and model inference never block the async
+/// runtime, and payments are processed one at a time in arrival order. Everything that
+/// touches it (scoring, outcomes, reloads) is sent here as a closure, so a reload swaps the
+/// rules between two payments, never during one.
+#[derive(Clone)]
+pub struct EngineHandle {
+    jobs: mpsc::Sender<Work>,
+    commit: GroupCommit,
+}
+
+impl EngineHandle {
+    fn spawn(
+        mut engine: Engine,
+        commit: GroupCommit,
+    ) -> std::io::Result<(EngineHandle, JoinHandle<()>)> {
+        let (jobs, mut rx) = mpsc::channel::<Work>(4096);
+        let thread = std::thread::Builder::new()
+            .name("fengkong-engine".into())
+            .spawn(move || {
+                while let Some(work) = rx.blocking_recv() {
+                    work(&mut engine);
+                }
+            })?;
+        Ok((EngineHandle { jobs, commit }, thread))
+    }
+
+    /// Runs `work` on the engine thread. If the caller has gone (deadline, cancel) before
+    /// its turn comes, the work is skipped: a retry will do it.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Engine) -> R + Send + 'static,
+    ) -> Result<R, Status> {
+        let (reply, answer) = oneshot::channel();
+        let job: Work = Box::new(move |engine| {
+            if !reply.is_closed() {
+                let _ = reply.send(work(engine));
+            }
+        });
+        let gone = || Status::unavailable("the engine is shutting down");
+        self.jobs.send(job).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())
+    }
+
+    /// Like `run` for work that writes: answers only once the writes are flushed to disk.
+    pub async fn run_durable<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Engine) -> Result<T, EngineError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let commit = self.commit.clone();
+        let (value, ticket) = self
+            .run(move |engine| work(engine).map(|value| (value, commit.ticket())))
+            .await?
+            .map_err(grpc::status)?;
+        self.commit
+            .wait(ticket)
+            .await
+            .map_err(grpc::commit_status)?;
+        Ok(value)
+    }
 }
 
 /// Picks up `fengkong keys add/revoke` made while the server runs.
@@ -150,220 +231,64 @@ async fn refresh_keys(keys: Keys) {
     }
 }
 
-type Reply<T> = oneshot::Sender<Result<(T, u64), EngineError>>;
-
-enum Job {
-    Score(Box<proto::ScoreRequest>, Reply<proto::ScoreResponse>),
-    Outcome(
-        proto::ReportOutcomeRequest,
-        Reply<proto::ReportOutcomeResponse>,
-    ),
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// The engine runs on its own thread: sled writes and later model inference never block
-/// the async runtime, and payments are processed one at a time in arrival order.
-fn spawn_engine(
-    mut engine: Engine,
-    commit: GroupCommit,
-) -> std::io::Result<(mpsc::Sender<Job>, JoinHandle<()>)> {
-    let (tx, mut rx) = mpsc::channel::<Job>(4096);
-    let handle = std::thread::Builder::new()
-        .name("fengkong-engine".into())
-        .spawn(move || {
-            while let Some(job) = rx.blocking_recv() {
-                match job {
-                    Job::Score(req, reply) => {
-                        // The caller gave up (deadline or cancel) before we started: skip the
-                        // work; a retry will score it.
-                        if reply.is_closed() {
-                            continue;
-                        }
-                        let result = engine.score(&req, now_ms()).map(|s| s.response);
-                        let _ = reply.send(result.map(|r| (r, commit.ticket())));
-                    }
-                    Job::Outcome(req, reply) => {
-                        if reply.is_closed() {
-                            continue;
-                        }
-                        let result = engine.report_outcome(&req, now_ms());
-                        let _ = reply.send(result.map(|r| (r, commit.ticket())));
-                    }
-                }
-            }
-        })?;
-    Ok((tx, handle))
-}
-
-struct RiskEngineService {
-    jobs: mpsc::Sender<Job>,
-    decisions: DecisionStore,
-    commit: GroupCommit,
-    telemetry: Arc<Telemetry>,
-    keys: Keys,
-}
-
-/// Identifies the caller of `request` and checks it holds one of `roles`.
-fn authorize<T>(
-    keys: &Keys,
-    request: &Request<T>,
-    roles: &[Role],
-    action: &'static str,
-) -> Result<Caller, Status> {
-    let header = request
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
-    let caller = keys.authenticate(header).map_err(auth_status)?;
-    caller.require(roles, action).map_err(auth_status)?;
-    Ok(caller)
-}
-
-fn auth_status(error: AuthError) -> Status {
-    match error {
-        AuthError::Missing | AuthError::Unknown => Status::unauthenticated(error.to_string()),
-        AuthError::Forbidden { .. } => Status::permission_denied(error.to_string()),
+async fn reload_rules(engine: &EngineHandle, trigger: &str) {
+    match engine.run(|e| e.reload_rules()).await {
+        Ok(Ok(r)) if r.changed => tracing::info!(trigger, version = %r.version, "rules reloaded"),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::error!(trigger, error = %e, "rules not reloaded; keeping the last good set")
+        }
+        Err(e) => tracing::warn!(trigger, error = %e, "rules reload not run"),
     }
 }
 
-impl RiskEngineService {
-    /// Sends a job to the engine thread and answers only once its writes are durable.
-    async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, Status> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(job(reply))
-            .await
-            .map_err(|_| Status::unavailable("the engine is shutting down"))?;
-        let (value, ticket) = answer
-            .await
-            .map_err(|_| Status::unavailable("the engine is shutting down"))?
-            .map_err(status)?;
-        let waited = Instant::now();
-        self.commit.wait(ticket).await.map_err(commit_status)?;
-        self.telemetry.stage("commit", waited.elapsed());
-        Ok(value)
-    }
-
-    /// Counts the call and, for Score, its server-side time including the durable write.
-    fn record<T>(
-        &self,
-        method: &'static str,
-        started: Instant,
-        result: &Result<T, Status>,
-        action: impl FnOnce(&T) -> &'static str,
-    ) {
-        let (code, action) = match result {
-            Ok(value) => ("OK", action(value)),
-            Err(status) => (code_name(status.code()), ""),
-        };
-        self.telemetry.call(method, code, action);
-        if method == "Score" {
-            self.telemetry.stage("total", started.elapsed());
+/// Polls the rules folder once a second; any change (a file added, removed, rewritten)
+/// triggers a reload. Polling is enough at this scale and behaves the same on every
+/// filesystem, including network mounts where change notifications are unreliable.
+async fn watch_rules(engine: EngineHandle, dir: PathBuf) {
+    let fingerprint =
+        move |dir: PathBuf| tokio::task::spawn_blocking(move || dir_fingerprint(&dir));
+    let mut last = fingerprint(dir.clone()).await.ok();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = fingerprint(dir.clone()).await.ok();
+        if now != last {
+            last = now;
+            reload_rules(&engine, "file change").await;
         }
     }
 }
 
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        Unauthenticated => "UNAUTHENTICATED",
-        Unavailable => "UNAVAILABLE",
-        Internal => "INTERNAL",
-        _ => "OTHER",
-    }
-}
-
-#[tonic::async_trait]
-impl proto::risk_engine_server::RiskEngine for RiskEngineService {
-    async fn score(
-        &self,
-        request: Request<proto::ScoreRequest>,
-    ) -> Result<Response<proto::ScoreResponse>, Status> {
-        let started = Instant::now();
-        let result = match authorize(&self.keys, &request, &[Role::Gateway], "score payments") {
-            Ok(_) => {
-                let req = request.into_inner();
-                self.submit(|reply| Job::Score(Box::new(req), reply)).await
-            }
-            Err(status) => Err(status),
+/// Names, sizes and modification times of every file under `dir`.
+fn dir_fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
         };
-        self.record("Score", started, &result, |r: &proto::ScoreResponse| {
-            r.action().as_str_name()
-        });
-        result.map(Response::new)
-    }
-
-    async fn get_decision(
-        &self,
-        request: Request<proto::GetDecisionRequest>,
-    ) -> Result<Response<proto::Decision>, Status> {
-        let started = Instant::now();
-        let roles = [Role::Gateway, Role::Analyst];
-        let result = match authorize(&self.keys, &request, &roles, "read decisions") {
-            Ok(_) => {
-                let store = self.decisions.clone();
-                let req = request.into_inner();
-                tokio::task::spawn_blocking(move || engine::get_decision(&store, &req))
-                    .await
-                    .map_err(|e| Status::internal(format!("lookup task failed: {e}")))
-                    .and_then(|r| r.map_err(status))
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(path),
+                Ok(m) => out.push((path, m.len(), m.modified().ok())),
+                Err(_) => {}
             }
-            Err(status) => Err(status),
-        };
-        self.record("GetDecision", started, &result, |_| "");
-        result.map(Response::new)
-    }
-
-    async fn report_outcome(
-        &self,
-        request: Request<proto::ReportOutcomeRequest>,
-    ) -> Result<Response<proto::ReportOutcomeResponse>, Status> {
-        let started = Instant::now();
-        let roles = [Role::Gateway, Role::Analyst];
-        let result = match authorize(&self.keys, &request, &roles, "report outcomes") {
-            Ok(_) => {
-                let req = request.into_inner();
-                self.submit(|reply| Job::Outcome(req, reply)).await
-            }
-            Err(status) => Err(status),
-        };
-        self.record("ReportOutcome", started, &result, |_| "");
-        result.map(Response::new)
-    }
-}
-
-/// The one place where library errors become gRPC statuses.
-fn status(error: EngineError) -> Status {
-    let message = error.to_string();
-    match error {
-        EngineError::Invalid(_) => Status::invalid_argument(message),
-        EngineError::Conflict(_) => Status::already_exists(message),
-        EngineError::UnknownPayment(_) | EngineError::UnknownDecision(_) => {
-            Status::not_found(message)
-        }
-        EngineError::Rules { .. } | EngineError::FeatureFile(_) => {
-            Status::failed_precondition(message)
-        }
-        EngineError::Store(_) | EngineError::Features(_) | EngineError::Open { .. } => {
-            tracing::error!(error = %message, "storage failure");
-            Status::unavailable(message)
         }
     }
+    out.sort();
+    out
 }
 
-fn commit_status(error: CommitError) -> Status {
-    tracing::error!(error = %error, "decision not made durable");
-    Status::unavailable(format!("decision not stored durably, retry: {error}"))
+#[cfg(unix)]
+async fn reload_on_sighup(engine: EngineHandle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload rules with RuleAdmin.ReloadRules");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        reload_rules(&engine, "SIGHUP").await;
+    }
 }

@@ -20,6 +20,10 @@ struct Proc {
 }
 
 fn spawn_server(data_dir: &Path) -> Proc {
+    spawn_server_with(data_dir, &[])
+}
+
+fn spawn_server_with(data_dir: &Path, extra: &[&str]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fengkong"))
         .args([
             "serve",
@@ -30,6 +34,7 @@ fn spawn_server(data_dir: &Path) -> Proc {
             "--data-dir",
         ])
         .arg(data_dir)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -179,4 +184,59 @@ fn unknown_config_key_is_named_at_start() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("max_amount"), "stderr: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    common::copy_rules(&rules);
+    let config = dir.path().join("fengkong.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "rules_dir = {:?}\nwatch_rules = false\n",
+            rules.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut server = spawn_server_with(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let mut client = RiskEngineClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    let before = client.score(payment("hup-0")).await.unwrap().into_inner();
+    std::fs::write(
+        rules.join("90_block_all.toml"),
+        "[[rule]]\nid = \"block_all\"\ndescription = \"x\"\nwhen = \"payment.amount_fen > 0\"\naction = \"block\"\nscore = 100\nreason_code = \"ALL\"\nmessage = \"all\"\n",
+    )
+    .unwrap();
+    // Without watching, nothing changes until the signal.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let same = client.score(payment("hup-1")).await.unwrap().into_inner();
+    assert_eq!(same.ruleset_version, before.ruleset_version);
+    let status = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut reloaded = false;
+    for i in 0..50 {
+        let resp = client
+            .score(payment(&format!("hup-after-{i}")))
+            .await
+            .unwrap()
+            .into_inner();
+        if resp.ruleset_version != before.ruleset_version {
+            assert_eq!(resp.action(), fengkong::proto::Action::Block);
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reloaded, "SIGHUP did not reload the rules");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
 }

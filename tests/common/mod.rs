@@ -42,6 +42,7 @@ impl TestServer {
         let options = ServeOptions {
             commit_gather: Duration::ZERO,
             shutdown_grace: Duration::from_secs(5),
+            watch_rules: config.watch_rules.then(|| config.rules_dir.clone()),
         };
         let task = tokio::spawn(async move {
             fengkong::server::run(listeners, engine, options, async {
@@ -128,4 +129,18 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String
         head.lines().next().unwrap_or("").to_owned(),
         body.to_owned(),
     )
+}
+
+/// A copy of the bundled rule pack that a test may edit.
+pub fn copy_rules(to: &Path) {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    for sub in ["", "lists", "tests"] {
+        std::fs::create_dir_all(to.join(sub)).unwrap();
+        for entry in std::fs::read_dir(from.join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), to.join(sub).join(entry.file_name())).unwrap();
+            }
+        }
+    }
 }

@@ -1,0 +1,127 @@
+//! Shipping a rule change safely: reload by RPC and on file change, broken sets refused with
+//! file:line:column, shadow rules recorded but never acted on.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{copy_rules, payment, TestServer};
+use fengkong::config::Config;
+use fengkong::proto::{
+    get_decision_request::Key, rule_admin_client::RuleAdminClient, GetDecisionRequest,
+    ReloadRulesRequest,
+};
+use tonic::Code;
+
+pub const BIG_TICKET: &str = r#"
+[[rule]]
+id = "test_big_ticket"
+description = "test rule: any payment of 30 CNY or more"
+when = "payment.amount_fen >= 3000"
+action = "block"
+score = 90
+reason_code = "TEST_BIG"
+message = "{payment.amount_fen:yuan} CNY is at least 30.00 CNY"
+mode = "MODE"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_by_rpc_and_file_change_with_broken_sets_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let rules = tempfile::tempdir().unwrap();
+    copy_rules(rules.path());
+    let server = TestServer::start_with(Config {
+        data_dir: data.path().to_owned(),
+        rules_dir: rules.path().to_owned(),
+        ..Config::default()
+    })
+    .await;
+    let mut client = server.client().await;
+    let mut admin = RuleAdminClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+
+    let first = client.score(payment("r-1")).await.unwrap().into_inner();
+    let unchanged = admin
+        .reload_rules(ReloadRulesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!unchanged.changed);
+    assert_eq!(unchanged.ruleset_version, first.ruleset_version);
+    assert!(unchanged.rules >= 30);
+
+    // A broken file never takes effect, and the error points at it.
+    let broken = BIG_TICKET
+        .replace(">= 3000", ">=")
+        .replace("MODE", "active");
+    std::fs::write(rules.path().join("90_test.toml"), broken).unwrap();
+    let err = admin.reload_rules(ReloadRulesRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("90_test.toml:5:"),
+        "{}",
+        err.message()
+    );
+    let still = client.score(payment("r-2")).await.unwrap().into_inner();
+    assert_eq!(still.ruleset_version, first.ruleset_version);
+
+    // A shadow rule is recorded on the decision but changes nothing.
+    std::fs::write(
+        rules.path().join("90_test.toml"),
+        BIG_TICKET.replace("MODE", "shadow"),
+    )
+    .unwrap();
+    let shadow = admin
+        .reload_rules(ReloadRulesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(shadow.changed);
+    assert_eq!(shadow.shadow_rules, unchanged.shadow_rules + 1);
+    let scored = client.score(payment("r-3")).await.unwrap().into_inner();
+    assert_eq!(scored.ruleset_version, shadow.ruleset_version);
+    assert_eq!(
+        scored.action, first.action,
+        "a shadow rule never changes the action"
+    );
+    assert!(scored.reasons.iter().all(|r| r.id != "test_big_ticket"));
+    let stored = client
+        .get_decision(GetDecisionRequest {
+            key: Some(Key::PaymentId("r-3".into())),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let hit = stored
+        .shadow_reasons
+        .iter()
+        .find(|r| r.id == "test_big_ticket")
+        .expect("shadow hit recorded");
+    assert!(hit.message.contains("38.00 CNY"), "{}", hit.message);
+
+    // Editing the file is enough: the watcher reloads within about a second.
+    std::fs::write(
+        rules.path().join("90_test.toml"),
+        BIG_TICKET.replace("MODE", "active"),
+    )
+    .unwrap();
+    let mut blocked = None;
+    for i in 0..50 {
+        let resp = client
+            .score(payment(&format!("r-watch-{i}")))
+            .await
+            .unwrap()
+            .into_inner();
+        if resp.reasons.iter().any(|r| r.id == "test_big_ticket") {
+            blocked = Some(resp);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let blocked = blocked.expect("the watcher never picked up the change");
+    assert_eq!(blocked.action(), fengkong::proto::Action::Block);
+    assert_ne!(blocked.ruleset_version, shadow.ruleset_version);
+    server.stop().await;
+}
