@@ -5,7 +5,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -162,6 +162,7 @@ type Work = Box<dyn FnOnce(&mut Engine) + Send>;
 pub struct EngineHandle {
     jobs: mpsc::Sender<Work>,
     commit: GroupCommit,
+    telemetry: Arc<Telemetry>,
 }
 
 impl EngineHandle {
@@ -177,7 +178,14 @@ impl EngineHandle {
                     work(&mut engine);
                 }
             })?;
-        Ok((EngineHandle { jobs, commit }, thread))
+        Ok((
+            EngineHandle {
+                jobs,
+                commit,
+                telemetry,
+            },
+            thread,
+        ))
     }
 
     /// Runs `work` on the engine thread. If the caller has gone (deadline, cancel) before
