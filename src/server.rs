@@ -19,6 +19,7 @@ use crate::grpc::{self, RiskEngineService, RuleAdminService};
 use crate::proto::{
     self, risk_engine_server::RiskEngineServer, rule_admin_server::RuleAdminServer,
 };
+use crate::telemetry::Telemetry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -170,6 +171,7 @@ impl EngineHandle {
         mut engine: Engine,
         commit: GroupCommit,
     ) -> std::io::Result<(EngineHandle, JoinHandle<()>)> {
+        let telemetry = engine.telemetry();
         let (jobs, mut rx) = mpsc::channel::<Work>(4096);
         let thread = std::thread::Builder::new()
             .name("fengkong-engine".into())
@@ -215,10 +217,12 @@ impl EngineHandle {
             .run(move |engine| work(engine).map(|value| (value, commit.ticket())))
             .await?
             .map_err(grpc::status)?;
+        let waiting = Instant::now();
         self.commit
             .wait(ticket)
             .await
             .map_err(grpc::commit_status)?;
+        self.telemetry.stage("commit", waiting.elapsed());
         Ok(value)
     }
 }
