@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::replay::ReplayOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,6 +26,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the gRPC scoring service (defaults: 127.0.0.1:50051, data in ./data).
     Serve(ServeArgs),
+    /// Replay labeled payments through features and rules; write every feature per payment.
+    Replay(ReplayArgs),
+    /// What a rule set would have caught and cost on labeled payments (vs a baseline).
+    Backtest(BacktestArgs),
+    /// Check or test rule files without a server.
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// Manage API keys (stored hashed in <data-dir>/keys.json; works while the server runs).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -32,6 +40,68 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Open-loop gRPC load generator for Score: sends on schedule, reports latency percentiles.
     Loadgen(LoadgenArgs),
+}
+
+/// Where offline commands read payments from and which feature definitions they use.
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    /// Labeled payments CSV (see README: payment_id, event_time, payer_id, payee_id, amount_fen, label, ...).
+    #[arg(long)]
+    pub events: PathBuf,
+    /// When the file has no label_reported_at column, labels count as known this long after
+    /// the payment.
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    pub label_delay: Duration,
+    /// Skip malformed rows (they are counted) instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+    /// Features file (default: the bundled set).
+    #[arg(long)]
+    pub features: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub input: EventsArgs,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Rules folder.
+    #[arg(long, default_value = "rules")]
+    pub rules: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BacktestArgs {
+    #[command(flatten)]
+    pub input: EventsArgs,
+    /// The rule set to evaluate.
+    #[arg(long)]
+    pub rules: PathBuf,
+    /// The rule set to compare against (e.g. what runs in production).
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Compile every rule file; list every error as file:line:column and exit non-zero.
+    Check {
+        #[arg(default_value = "rules")]
+        dir: PathBuf,
+        #[arg(long)]
+        features: Option<PathBuf>,
+    },
+    /// Run the data-driven rule cases in DIR/tests (or --cases).
+    Test {
+        #[arg(default_value = "rules")]
+        dir: PathBuf,
+        /// Folder of case files; default DIR/tests.
+        #[arg(long)]
+        cases: Option<PathBuf>,
+        #[arg(long)]
+        features: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,10 +198,120 @@ pub type CliError = Box<dyn std::error::Error + Send + Sync>;
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Replay(args) => replay(args),
+        Command::Backtest(args) => backtest(args),
+        Command::Rules(command) => rules(command),
         Command::Keys(command) => keys(command),
         Command::Simulate(args) => simulate(args),
         Command::Loadgen(args) => loadgen(args),
     }
+}
+
+fn load_events(
+    args: &EventsArgs,
+) -> Result<(Vec<crate::events::LabeledEvent>, ReplayOptions), CliError> {
+    let report = crate::events::read_events(
+        &args.events,
+        &crate::events::ReadOptions {
+            skip_bad_rows: args.skip_bad_rows,
+        },
+    )?;
+    if !report.skipped.is_empty() {
+        eprintln!("skipped {} bad rows; the first:", report.skipped.len());
+        for row in report.skipped.iter().take(5) {
+            eprintln!("  {row}");
+        }
+    }
+    let options = ReplayOptions {
+        label_delay_ms: args.label_delay.as_millis() as i64,
+        has_label_reported_at: report.has_label_reported_at,
+    };
+    Ok((report.events, options))
+}
+
+fn progress(what: &str, done: usize, total: usize) {
+    eprintln!("{what}: {done}/{total} payments");
+}
+
+fn replay(args: ReplayArgs) -> Result<(), CliError> {
+    let (events, options) = load_events(&args.input)?;
+    let (_dir, mut engine) =
+        crate::replay::scratch_engine(&args.rules, args.input.features.as_deref())?;
+    let out = std::fs::File::create(&args.out)
+        .map_err(|e| format!("cannot create `{}`: {e}", args.out.display()))?;
+    let mut writer =
+        crate::replay::RowWriter::new(std::io::BufWriter::new(out), engine.feature_names())?;
+    let stats = crate::replay::replay(
+        &mut engine,
+        &events,
+        &options,
+        &mut |done, total| progress("replay", done, total),
+        |row| writer.write(&row),
+    )?;
+    writer.finish()?;
+    eprintln!(
+        "replayed {} payments ({} fraud labels fed back) in {:.1}s, {:.0}/s; wrote {}",
+        stats.payments,
+        stats.outcomes,
+        stats.elapsed.as_secs_f64(),
+        stats.per_second(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn backtest(args: BacktestArgs) -> Result<(), CliError> {
+    let (events, options) = load_events(&args.input)?;
+    let report = crate::backtest::backtest(
+        &events,
+        &args.rules,
+        args.baseline.as_deref(),
+        args.input.features.as_deref(),
+        &options,
+        &mut progress,
+    )?;
+    print!("{report}");
+    Ok(())
+}
+
+fn rules_schema(features: Option<&std::path::Path>) -> Result<crate::rules::Schema, CliError> {
+    let set = match features {
+        Some(path) => crate::features::FeatureSet::load(path)?,
+        None => crate::features::FeatureSet::defaults(),
+    };
+    Ok(crate::vars::schema(&set))
+}
+
+fn rules(command: RulesCommand) -> Result<(), CliError> {
+    match command {
+        RulesCommand::Check { dir, features } => {
+            let schema = rules_schema(features.as_deref())?;
+            let set = crate::rules::RuleSet::load_dir(&dir, &schema)
+                .map_err(|errors| format!("{} error(s):\n{errors}", errors.0.len()))?;
+            println!(
+                "{}: {} rules compiled, version {}",
+                dir.display(),
+                set.rules().len(),
+                set.version()
+            );
+        }
+        RulesCommand::Test {
+            dir,
+            cases,
+            features,
+        } => {
+            let schema = rules_schema(features.as_deref())?;
+            let set = crate::rules::RuleSet::load_dir(&dir, &schema)
+                .map_err(|errors| format!("{} error(s):\n{errors}", errors.0.len()))?;
+            let cases = cases.unwrap_or_else(|| dir.join("tests"));
+            let report = crate::rules::run_test_files(&cases, &set, &schema);
+            print!("{report}");
+            if !report.is_success() {
+                return Err("rule tests failed".into());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn keys(command: KeysCommand) -> Result<(), CliError> {

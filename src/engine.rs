@@ -146,6 +146,16 @@ impl Engine {
         self.features.set().names()
     }
 
+    /// Feature values of the payment scored last (in `feature_names` order).
+    pub fn last_features(&self) -> &[f64] {
+        &self.values
+    }
+
+    /// Every rule hit (active, shadow, failed) of the payment scored last.
+    pub fn last_hits(&self) -> &[Hit] {
+        &self.hits
+    }
+
     /// Compiles the rules directory again and swaps it in. On any error the current set
     /// stays; payments already scored are unaffected either way.
     pub fn reload_rules(&mut self) -> Result<Reloaded, EngineError> {

@@ -97,6 +97,10 @@ pub struct ReadReport {
     pub events: Vec<LabeledEvent>,
     /// Bad rows, in file order (only filled when `skip_bad_rows`).
     pub skipped: Vec<RowError>,
+    /// Whether the file has a `label_reported_at` column. Without one, a replay assumes each
+    /// label became known a fixed delay after the payment; with one, an empty cell means the
+    /// truth never became known.
+    pub has_label_reported_at: bool,
 }
 
 /// One bad row: where, which column (when one is to blame) and why.
@@ -207,7 +211,10 @@ pub fn read_events_from(r: impl Read, opts: &ReadOptions) -> Result<ReadReport, 
     let header = rdr.headers().map_err(EventsError::Read)?.clone();
     let cols = Columns::from_header(&header)?;
 
-    let mut report = ReadReport::default();
+    let mut report = ReadReport {
+        has_label_reported_at: cols.label_reported_at.is_some(),
+        ..ReadReport::default()
+    };
     let mut seen: HashSet<String> = HashSet::new();
     let mut record = csv::StringRecord::new();
     loop {

@@ -14,6 +14,7 @@
 //! `config.rs` holds every tunable; `cli.rs` and `main.rs` only wire things up.
 
 pub mod auth;
+pub mod backtest;
 pub mod cli;
 pub mod commit;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod http;
 pub mod loadgen;
 pub mod payment;
 pub mod quality;
+pub mod replay;
 pub mod request;
 pub mod rules;
 pub mod server;

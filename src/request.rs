@@ -75,11 +75,17 @@ pub fn payment_from_request(
         }
     };
 
-    id("device_id", &req.device_id)?;
-    if req.ip.parse::<IpAddr>().is_err() {
+    // Device and IP may be unknown (empty); when given they must be well-formed.
+    if !req.device_id.is_empty() {
+        id("device_id", &req.device_id)?;
+    }
+    if !req.ip.is_empty() && req.ip.parse::<IpAddr>().is_err() {
         return Err(invalid(
             "ip",
-            format!("must be an IPv4 or IPv6 address (got `{}`)", req.ip),
+            format!(
+                "must be an IPv4 or IPv6 address or empty (got `{}`)",
+                req.ip
+            ),
         ));
     }
     if let Some(card) = &req.card_fingerprint {
@@ -114,6 +120,36 @@ pub fn payment_from_request(
         city_code: req.city_code.clone(),
         attributes: req.attributes.clone(),
     })
+}
+
+/// The request a gateway would have sent for `payment`: offline replays go through the same
+/// `Score` path as live traffic.
+pub fn request_from_payment(payment: &Payment) -> proto::ScoreRequest {
+    proto::ScoreRequest {
+        payment_id: payment.payment_id.clone(),
+        event_time_ms: payment.event_time_ms,
+        channel: proto::Channel::from_str_name(payment.channel.as_str()).unwrap_or_default() as i32,
+        scene: proto::Scene::from_str_name(payment.scene.as_str()).unwrap_or_default() as i32,
+        payer: Some(proto::Payer {
+            account_id: payment.payer.account_id.clone(),
+            real_name_verified: payment.payer.real_name_verified,
+            registered_at_ms: payment.payer.registered_at_ms,
+        }),
+        payee: Some(proto::Payee {
+            account_id: payment.payee.account_id.clone(),
+            kind: proto::PayeeKind::from_str_name(payment.payee.kind.as_str()).unwrap_or_default()
+                as i32,
+            merchant_category: payment.payee.merchant_category.clone(),
+        }),
+        amount_fen: payment.amount_fen,
+        currency: payment.currency.clone(),
+        funding: proto::Funding::from_str_name(payment.funding.as_str()).unwrap_or_default() as i32,
+        card_fingerprint: payment.card_fingerprint.clone(),
+        device_id: payment.device_id.clone(),
+        ip: payment.ip.clone(),
+        city_code: payment.city_code.clone(),
+        attributes: payment.attributes.clone(),
+    }
 }
 
 fn too_long(field: &'static str, max: usize) -> InvalidField {
@@ -338,6 +374,13 @@ pub(crate) mod tests {
         let mut r = valid_request();
         r.currency = "cny".into();
         assert_eq!(field_of(&r), "currency");
+    }
+
+    #[test]
+    fn payment_and_request_convert_both_ways() {
+        let payment = valid_payment();
+        let back = payment_from_request(&request_from_payment(&payment), &Limits::default(), NOW);
+        assert_eq!(back.unwrap(), payment);
     }
 
     #[test]

@@ -87,22 +87,24 @@ impl Field {
         })
     }
 
-    /// The field's value in this payment; `None` when absent (the entity/value is skipped).
+    /// The field's value in this payment; `None` when absent or empty (the entity/value is
+    /// skipped: an unknown device must not look like one device shared by everybody).
     pub fn value<'a>(&self, p: &'a Payment) -> Option<&'a str> {
-        match self {
-            Field::Payer => Some(&p.payer.account_id),
-            Field::Payee => Some(&p.payee.account_id),
-            Field::Device => Some(&p.device_id),
-            Field::Ip => Some(&p.ip),
+        let value = match self {
+            Field::Payer => Some(p.payer.account_id.as_str()),
+            Field::Payee => Some(p.payee.account_id.as_str()),
+            Field::Device => Some(p.device_id.as_str()),
+            Field::Ip => Some(p.ip.as_str()),
             Field::Card => p.card_fingerprint.as_deref(),
             Field::City => p.city_code.as_deref(),
             Field::PayeeKind => Some(p.payee.kind.as_str()),
             Field::Scene => Some(p.scene.as_str()),
             Field::Channel => Some(p.channel.as_str()),
             Field::Funding => Some(p.funding.as_str()),
-            Field::MerchantCategory => Some(&p.payee.merchant_category),
+            Field::MerchantCategory => Some(p.payee.merchant_category.as_str()),
             Field::Attr(name) => p.attributes.get(name).map(String::as_str),
-        }
+        };
+        value.filter(|v| !v.is_empty())
     }
 
     fn canon(&self) -> String {
