@@ -60,7 +60,7 @@ fn simulate_replay_and_backtest_from_the_command_line() {
     assert_eq!(&header[0], "payment_id");
     assert_eq!(&header[1], "label");
     assert!(header.iter().any(|h| h == "payee.distinct_payers_1h"));
-    assert_eq!(header.iter().last(), Some("action"));
+    assert_eq!(header.iter().next_back(), Some("action"));
     assert_eq!(reader.records().count(), 3000);
 
     let (ok, report, err) = fengkong(&[
