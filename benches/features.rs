@@ -1,12 +1,13 @@
-//! Benchmarks of the feature store: per-payment observe + commit with the default set, and a
-//! 1M-payment replay (printed as payments/s, outside criterion because one run takes seconds).
+//! Benchmarks of the feature store: per-payment observe with the default set (with the
+//! engine's checkpoint cadence, and with a checkpoint after every payment), and a 1M-payment
+//! replay (printed as payments/s, outside criterion because one run takes seconds).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use criterion::{criterion_group, Criterion};
-use fengkong::features::{FeatureSet, FeatureStore, StoreBatch, StoreOptions};
+use fengkong::features::{FeatureSet, FeatureStore, StoreOptions};
 use fengkong::payment::{Channel, Funding, Payee, PayeeKind, Payer, Payment, Scene};
 
 const T0: i64 = 1_767_225_600_000;
@@ -93,46 +94,52 @@ fn setup(warm: usize) -> (tempfile::TempDir, sled::Db, FeatureStore, Gen) {
     .unwrap();
     let mut g = Gen::new();
     let mut out = Vec::new();
-    let mut batch = StoreBatch::new();
     for i in 0..warm {
-        store.observe(&g.next(), &mut out, &mut batch).unwrap();
-        if i % 100 == 99 {
-            store.commit(std::mem::take(&mut batch)).unwrap();
+        store.observe(&g.next(), &mut out).unwrap();
+        if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1 {
+            store.checkpoint(b"").unwrap();
         }
     }
-    store.commit(batch).unwrap();
+    store.checkpoint(b"").unwrap();
     (dir, db, store, g)
 }
 
 fn bench_observe(c: &mut Criterion) {
     let (_dir, _db, mut store, mut g) = setup(100_000);
     let mut out = Vec::with_capacity(64);
-    c.bench_function("observe_commit_default_set", |b| {
+    // What the engine does: observe every payment, checkpoint every CHECKPOINT_EVERY.
+    let mut n = 0usize;
+    c.bench_function("observe_default_set_checkpointed", |b| {
         b.iter_batched(
             || g.next(),
             |p| {
-                let mut batch = StoreBatch::new();
-                store.observe(&p, &mut out, &mut batch).unwrap();
-                store.commit(batch).unwrap();
+                store.observe(&p, &mut out).unwrap();
+                n += 1;
+                if n % CHECKPOINT_EVERY == 0 {
+                    store.checkpoint(b"").unwrap();
+                }
             },
             criterion::BatchSize::SmallInput,
         )
     });
-    c.bench_function("observe_only_default_set", |b| {
+    // The worst case: every payment's state written to sled at once.
+    c.bench_function("observe_default_set_checkpoint_each", |b| {
         b.iter_batched(
             || g.next(),
             |p| {
-                let mut batch = StoreBatch::new();
-                store.observe(&p, &mut out, &mut batch).unwrap();
-                batch
+                store.observe(&p, &mut out).unwrap();
+                store.checkpoint(b"").unwrap();
             },
             criterion::BatchSize::SmallInput,
         )
     });
 }
 
+/// The engine's default `feature_checkpoint_every`.
+const CHECKPOINT_EVERY: usize = 5_000;
+
 fn replay(n: usize, commit_every: usize) {
-    let (_dir, _db, mut store, mut g) = setup(0);
+    let (_dir, db, mut store, mut g) = setup(0);
     // Payments are generated on the fly (1M would take ~0.5 GB); their cost is measured apart.
     let gen_start = Instant::now();
     let mut g2 = Gen::new();
@@ -141,22 +148,22 @@ fn replay(n: usize, commit_every: usize) {
     }
     let gen_secs = gen_start.elapsed().as_secs_f64();
     let mut out = Vec::new();
-    let mut batch = StoreBatch::new();
     let start = Instant::now();
     for i in 0..n {
         let p = g.next();
-        store.observe(&p, &mut out, &mut batch).unwrap();
-        if commit_every == 0 {
-            // Compute-only: drop the writes (the cache still holds the state).
-            batch = StoreBatch::new();
-        } else if i % commit_every == commit_every - 1 {
-            store.commit(std::mem::take(&mut batch)).unwrap();
+        store.observe(&p, &mut out).unwrap();
+        if commit_every != 0 && i % commit_every == commit_every - 1 {
+            store.checkpoint(b"").unwrap();
         }
     }
-    store.commit(batch).unwrap();
+    store.checkpoint(b"").unwrap();
     let secs = start.elapsed().as_secs_f64() - gen_secs;
     let (mut keys, mut bytes, mut biggest) = (0usize, 0usize, 0usize);
-    for kv in store.tree().iter() {
+    for kv in db
+        .open_tree(StoreOptions::default().tree_name)
+        .unwrap()
+        .iter()
+    {
         let (_, v) = kv.unwrap();
         keys += 1;
         bytes += v.len();
@@ -219,7 +226,7 @@ fn main() {
     let modes: Vec<usize> = std::env::var("REPLAY_COMMIT")
         .ok()
         .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
-        .unwrap_or_else(|| vec![1, 100]);
+        .unwrap_or_else(|| vec![CHECKPOINT_EVERY]);
     for m in modes {
         replay(n, m);
     }

@@ -26,6 +26,9 @@ pub struct Config {
     pub features_file: Option<PathBuf>,
     /// Entity states the feature store keeps in memory.
     pub feature_cache_entities: usize,
+    /// Payments (and outcomes) between two checkpoints of the feature windows. Fewer means
+    /// more writing; more means a longer replay of the decision log after a crash.
+    pub feature_checkpoint_every: usize,
     pub limits: Limits,
     /// How long the group committer may wait to gather more writes into one flush.
     /// Zero flushes as soon as a write is waiting.
@@ -46,6 +49,7 @@ impl Default for Config {
             watch_rules: true,
             features_file: None,
             feature_cache_entities: 100_000,
+            feature_checkpoint_every: 5_000,
             limits: Limits::default(),
             commit_delay_us: 0,
             shutdown_grace_ms: 10_000,

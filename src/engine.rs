@@ -8,18 +8,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-
 use crate::config::{Config, Limits};
 use crate::decision;
-use crate::features::{
-    FeatureError, FeatureFileError, FeatureSet, FeatureStore, StoreBatch, StoreOptions,
-};
+use crate::features::{FeatureError, FeatureFileError, FeatureSet, FeatureStore, StoreOptions};
 use crate::payment::{OutcomeKind, Payment};
 use crate::proto::{self, Decision, ScoreRequest, ScoreResponse};
 use crate::request::{payment_from_request, InvalidField};
 use crate::rules::{Hit, Mode, RuleErrors, RuleSet, Schema};
-use crate::store::{DecisionStore, StoreError};
+use crate::store::{DecisionStore, LogEntry, StoreError};
 use crate::telemetry::{RuleLabels, Telemetry};
 use crate::vars;
 
@@ -79,6 +75,10 @@ pub struct Engine {
     // Reused between payments so the hot path does not allocate them.
     values: Vec<f64>,
     hits: Vec<Hit>,
+    /// Sequence number of the next log entry.
+    next_seq: u64,
+    /// Log entries since the feature store's last checkpoint.
+    since_checkpoint: usize,
 }
 
 impl Engine {
@@ -103,8 +103,10 @@ impl Engine {
             ..StoreOptions::default()
         };
         let features = FeatureStore::open(&db, set, options)?;
-        Ok(Engine {
-            decisions: DecisionStore::open(&db)?,
+        let decisions = DecisionStore::open(&db)?;
+        let next_seq = decisions.last_seq()?.map_or(0, |s| s + 1);
+        let mut engine = Engine {
+            decisions,
             db,
             features,
             feature_set_version,
@@ -114,7 +116,73 @@ impl Engine {
             telemetry: Arc::default(),
             values: Vec::new(),
             hits: Vec::new(),
-        })
+            next_seq,
+            since_checkpoint: 0,
+        };
+        let replayed = engine.recover()?;
+        if replayed > 0 {
+            tracing::info!(replayed, "feature windows rebuilt from the decision log");
+            engine.checkpoint()?;
+        }
+        Ok(engine)
+    }
+
+    /// Re-applies to the feature windows every logged payment and outcome after the feature
+    /// store's last checkpoint, in log order: the windows end up exactly as they were when
+    /// the last decision was written, whatever happened to the process in between.
+    fn recover(&mut self) -> Result<usize, EngineError> {
+        self.features.discard_cache();
+        let marker = self.features.checkpoint_marker()?;
+        let after = match marker.as_deref() {
+            None => None,
+            Some(bytes) => Some(u64::from_be_bytes(bytes.try_into().map_err(|_| {
+                FeatureError::Corrupt("feature checkpoint marker is not a sequence number".into())
+            })?)),
+        };
+        let mut scratch = Vec::new();
+        let mut replayed = 0;
+        for item in self.decisions.log_after(after) {
+            let (_, entry) = item?;
+            let payment_id = match &entry {
+                LogEntry::Payment { payment_id } | LogEntry::Outcome { payment_id, .. } => {
+                    payment_id
+                }
+            };
+            let decision = self
+                .decisions
+                .by_payment(payment_id)?
+                .ok_or_else(|| EngineError::UnknownPayment(payment_id.clone()))?;
+            let payment = stored_payment(&decision.request.unwrap_or_default())?;
+            match entry {
+                LogEntry::Payment { .. } => {
+                    self.features.observe(&payment, &mut scratch)?;
+                }
+                LogEntry::Outcome {
+                    outcome,
+                    reported_at_ms,
+                    ..
+                } => {
+                    self.features.record_outcome(
+                        &payment,
+                        outcome_kind(outcome)?,
+                        reported_at_ms,
+                    )?;
+                }
+            }
+            replayed += 1;
+        }
+        self.since_checkpoint = replayed;
+        Ok(replayed)
+    }
+
+    /// Writes the feature windows' changed state to sled, marked with the last log entry it
+    /// includes. Runs every `feature_checkpoint_every` log entries and at shutdown.
+    pub fn checkpoint(&mut self) -> Result<(), EngineError> {
+        if let Some(last) = self.next_seq.checked_sub(1) {
+            self.features.checkpoint(&last.to_be_bytes())?;
+        }
+        self.since_checkpoint = 0;
+        Ok(())
     }
 
     pub fn db(&self) -> &sled::Db {
@@ -200,10 +268,7 @@ impl Engine {
         let started = Instant::now();
         let payment = payment_from_request(req, &self.config.limits, now_ms)?;
 
-        let mut batch = StoreBatch::new();
-        let observation = self
-            .features
-            .observe(&payment, &mut self.values, &mut batch)?;
+        let observation = self.features.observe(&payment, &mut self.values)?;
         if observation.late {
             self.telemetry.late_events.inc();
         }
@@ -271,7 +336,12 @@ impl Engine {
             feature_set_version: self.feature_set_version.clone(),
             late_event: observation.late,
         };
-        self.write(batch, |decisions, b| decisions.stage_insert(b, &record))?;
+        let entry = LogEntry::Payment {
+            payment_id: payment.payment_id.clone(),
+        };
+        self.write(Some(entry), |decisions, b| {
+            decisions.stage_insert(b, &record)
+        })?;
         self.telemetry.stage("record", rules_done.elapsed());
         Ok(Scored {
             response,
@@ -279,36 +349,36 @@ impl Engine {
         })
     }
 
-    /// Applies the feature writes and one decision write in a single sled transaction, so a
-    /// crash never leaves a payment counted in the windows without its decision (or the
-    /// reverse, which a retry would then count twice).
+    /// Writes a decision record together with the log entry of its feature change in one
+    /// atomic batch. The feature change itself is already in memory; should the write fail,
+    /// the in-memory windows are rebuilt from the log, so they never count what the log
+    /// does not hold.
     fn write(
         &mut self,
-        features: StoreBatch,
+        entry: Option<LogEntry>,
         stage: impl Fn(&DecisionStore, &mut sled::Batch),
     ) -> Result<(), EngineError> {
-        let mut decision_batch = sled::Batch::default();
-        stage(&self.decisions, &mut decision_batch);
-        let result = (self.features.tree(), self.decisions.tree()).transaction(|(f, d)| {
-            f.apply_batch(features.sled_batch())?;
-            d.apply_batch(&decision_batch)?;
-            Ok::<(), ConflictableTransactionError<()>>(())
-        });
-        match result {
-            Ok(()) => {
-                self.features.committed();
-                Ok(())
+        let mut batch = sled::Batch::default();
+        stage(&self.decisions, &mut batch);
+        if let Some(entry) = &entry {
+            self.decisions.stage_log(&mut batch, self.next_seq, entry);
+        }
+        if let Err(e) = self.decisions.apply(batch) {
+            if entry.is_some() {
+                if let Err(recovery) = self.recover() {
+                    tracing::error!(error = %recovery, "cannot rebuild feature windows after a failed write");
+                }
             }
-            Err(e) => {
-                self.features.discard_cache();
-                Err(match e {
-                    TransactionError::Storage(e) => e.into(),
-                    TransactionError::Abort(()) => {
-                        sled::Error::ReportableBug("transaction aborted".into()).into()
-                    }
-                })
+            return Err(e.into());
+        }
+        if entry.is_some() {
+            self.next_seq += 1;
+            self.since_checkpoint += 1;
+            if self.since_checkpoint >= self.config.feature_checkpoint_every {
+                self.checkpoint()?;
             }
         }
+        Ok(())
     }
 
     /// Stores delayed truth with the decision and feeds it to the outcome windows.
@@ -348,20 +418,24 @@ impl Engine {
                     .outcomes
                     .iter()
                     .any(|o| outcome_kind(o.outcome).is_ok_and(OutcomeKind::is_bad));
-            let mut features = StoreBatch::new();
-            if first_bad {
+            let entry = if first_bad {
                 let payment = stored_payment(&stored_request)?;
                 self.features
-                    .record_outcome(&payment, kind, req.reported_at_ms, &mut features)?;
-            }
+                    .record_outcome(&payment, kind, req.reported_at_ms)?;
+                Some(LogEntry::Outcome {
+                    payment_id: req.payment_id.clone(),
+                    outcome: req.outcome,
+                    reported_at_ms: req.reported_at_ms,
+                })
+            } else {
+                None
+            };
             decision.outcomes.push(proto::Outcome {
                 outcome: req.outcome,
                 reported_at_ms: req.reported_at_ms,
                 recorded_at_ms: now_ms,
             });
-            self.write(features, |decisions, b| {
-                decisions.stage_update(b, &decision)
-            })?;
+            self.write(entry, |decisions, b| decisions.stage_update(b, &decision))?;
         }
         Ok(proto::ReportOutcomeResponse {
             decision_id: decision.response.map(|r| r.decision_id).unwrap_or_default(),

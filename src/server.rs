@@ -179,6 +179,11 @@ impl EngineHandle {
                 while let Some(work) = rx.blocking_recv() {
                     work(&mut engine);
                 }
+                // Not needed for correctness (the decision log covers it), but it spares
+                // the next start a replay.
+                if let Err(e) = engine.checkpoint() {
+                    tracing::warn!(error = %e, "final feature checkpoint failed; the next start replays the log");
+                }
             })?;
         Ok((
             EngineHandle {

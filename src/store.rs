@@ -1,7 +1,10 @@
-//! The decision record store: every decision with its evidence and outcomes, in sled.
+//! The decision record store: every decision with its evidence and outcomes, in sled, and
+//! the ordered log of what changed the feature windows.
 //!
-//! One tree holds both keys so a decision and its id index land in one atomic batch:
-//! `p/<payment_id>` → encoded `Decision`, `d/<decision_id>` → payment id.
+//! One tree holds every key so a decision, its index and its log entry land in one atomic
+//! batch: `p/<payment_id>` → encoded `Decision`, `d/<decision_id>` → payment id,
+//! `s/<seq, big-endian u64>` → log entry. The feature store checkpoints its state now and
+//! then; the log lets it replay what came after its last checkpoint.
 
 use prost::Message;
 
@@ -84,6 +87,106 @@ impl DecisionStore {
     }
 }
 
+/// One event that changed feature state, in the order the engine applied it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogEntry {
+    Payment {
+        payment_id: String,
+    },
+    Outcome {
+        payment_id: String,
+        /// `proto::OutcomeKind` number.
+        outcome: i32,
+        reported_at_ms: i64,
+    },
+}
+
+fn log_key(seq: u64) -> [u8; 10] {
+    let mut key = [0u8; 10];
+    key[..2].copy_from_slice(b"s/");
+    key[2..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+impl LogEntry {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            LogEntry::Payment { payment_id } => [b"P", payment_id.as_bytes()].concat(),
+            LogEntry::Outcome {
+                payment_id,
+                outcome,
+                reported_at_ms,
+            } => [
+                &b"O"[..],
+                &outcome.to_le_bytes(),
+                &reported_at_ms.to_le_bytes(),
+                payment_id.as_bytes(),
+            ]
+            .concat(),
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Option<LogEntry> {
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
+        match bytes.split_first()? {
+            (b'P', id) => Some(LogEntry::Payment {
+                payment_id: text(id)?,
+            }),
+            (b'O', rest) if rest.len() >= 12 => Some(LogEntry::Outcome {
+                outcome: i32::from_le_bytes(rest[..4].try_into().ok()?),
+                reported_at_ms: i64::from_le_bytes(rest[4..12].try_into().ok()?),
+                payment_id: text(&rest[12..])?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl DecisionStore {
+    /// Adds log entry `seq` to `batch`.
+    pub fn stage_log(&self, batch: &mut sled::Batch, seq: u64, entry: &LogEntry) {
+        batch.insert(&log_key(seq)[..], entry.encode());
+    }
+
+    /// The highest sequence number in the log.
+    pub fn last_seq(&self) -> Result<Option<u64>, StoreError> {
+        match self.tree.scan_prefix(b"s/").next_back() {
+            Some(item) => {
+                let (key, _) = item?;
+                Ok(seq_of(&key))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Log entries after `seq` (all of them for `None`), in order.
+    pub fn log_after(
+        &self,
+        seq: Option<u64>,
+    ) -> impl Iterator<Item = Result<(u64, LogEntry), StoreError>> + '_ {
+        let start = seq.map_or(log_key(0), |s| log_key(s.saturating_add(1)));
+        self.tree
+            .range(start..)
+            .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(b"s/")))
+            .map(|item| {
+                let (key, value) = item?;
+                let corrupt = || StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    reason: "not a log entry".into(),
+                };
+                let seq = seq_of(&key).ok_or_else(corrupt)?;
+                let entry = LogEntry::decode(&value).ok_or_else(corrupt)?;
+                Ok((seq, entry))
+            })
+    }
+}
+
+fn seq_of(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(
+        key.strip_prefix(b"s/")?.try_into().ok()?,
+    ))
+}
+
 fn ids(decision: &Decision) -> (&str, &str) {
     decision
         .response
@@ -124,6 +227,39 @@ mod tests {
         assert_eq!(store.by_decision_id("d-1").unwrap(), Some(decision));
         assert_eq!(store.by_payment("p-2").unwrap(), None);
         assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn log_entries_come_back_in_order_after_a_sequence_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = DecisionStore::open(&db).unwrap();
+        let entries = [
+            LogEntry::Payment {
+                payment_id: "a".into(),
+            },
+            LogEntry::Outcome {
+                payment_id: "a".into(),
+                outcome: 1,
+                reported_at_ms: -5,
+            },
+            LogEntry::Payment {
+                payment_id: "b".into(),
+            },
+        ];
+        let mut batch = sled::Batch::default();
+        for (i, e) in entries.iter().enumerate() {
+            store.stage_log(&mut batch, 255 + i as u64, e);
+        }
+        store.apply(batch).unwrap();
+        assert_eq!(store.last_seq().unwrap(), Some(257));
+        let all: Vec<_> = store.log_after(None).map(Result::unwrap).collect();
+        assert_eq!(all.len(), 3);
+        let after: Vec<_> = store.log_after(Some(255)).map(Result::unwrap).collect();
+        assert_eq!(
+            after,
+            vec![(256, entries[1].clone()), (257, entries[2].clone())]
+        );
     }
 
     #[test]

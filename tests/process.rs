@@ -240,3 +240,106 @@ async fn sighup_reloads_the_rules() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+/// A payment from one of a few payers to one of a few payees, so windows build up.
+fn busy(i: usize) -> fengkong::proto::ScoreRequest {
+    static START: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| common::now_ms() - 3_600_000);
+    let mut p = payment(&format!("win-{i}"));
+    p.event_time_ms = start + i as i64 * 1_000;
+    p.payer.as_mut().unwrap().account_id = format!("payer-{}", i % 7);
+    p.payee.as_mut().unwrap().account_id = format!("shop-{}", i % 3);
+    p.device_id = format!("dev-{}", i % 5);
+    p.amount_fen = 1_000 + (i as i64 % 13) * 700;
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn features_after_kill_9_equal_those_without_the_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    // Frequent checkpoints, so the crash lands between a checkpoint and the log tail.
+    let config = dir.path().join("fengkong.toml");
+    std::fs::write(&config, "feature_checkpoint_every = 7\n").unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let crashed = dir.path().join("crashed");
+    let mut server = spawn_server_with(&crashed, &args);
+    let mut client = RiskEngineClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    busy(0);
+    let writer = tokio::spawn(async move {
+        for i in 0.. {
+            if client.score(busy(i)).await.is_err() {
+                return i;
+            }
+        }
+        unreachable!()
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let sent = writer.await.unwrap();
+    assert!(sent > 20, "too few payments before the kill: {sent}");
+
+    // After the restart: which payments were stored, and the features of the next one.
+    let mut server = spawn_server_with(&crashed, &args);
+    let mut client = RiskEngineClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    let mut stored = Vec::new();
+    for i in 0..=sent {
+        let key = Some(Key::PaymentId(format!("win-{i}")));
+        if client
+            .get_decision(GetDecisionRequest { key })
+            .await
+            .is_ok()
+        {
+            stored.push(i);
+        }
+    }
+    let next = sent + 1;
+    client.score(busy(next)).await.unwrap();
+    let after_crash = features_of(&mut client, next).await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    // The same stored payments, then the same next one, on a server that never crashed.
+    let mut server = spawn_server_with(&dir.path().join("clean"), &args);
+    let mut client = RiskEngineClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    for &i in &stored {
+        client.score(busy(i)).await.unwrap();
+    }
+    client.score(busy(next)).await.unwrap();
+    let clean = features_of(&mut client, next).await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    assert_eq!(after_crash, clean);
+    let count = after_crash
+        .iter()
+        .find(|(n, _)| n == "payer.count_24h")
+        .unwrap()
+        .1;
+    assert!(
+        count > 1.0,
+        "windows carried history across the crash: {count}"
+    );
+}
+
+async fn features_of(
+    client: &mut RiskEngineClient<tonic::transport::Channel>,
+    i: usize,
+) -> Vec<(String, f64)> {
+    let key = Some(Key::PaymentId(format!("win-{i}")));
+    let decision = client
+        .get_decision(GetDecisionRequest { key })
+        .await
+        .unwrap()
+        .into_inner();
+    decision
+        .features
+        .into_iter()
+        .map(|f| (f.name, f.value))
+        .collect()
+}

@@ -14,6 +14,8 @@ use super::state::{
 use super::FeatureError;
 
 const WATERMARK_KEY: &[u8] = b"\xff\xffwatermark";
+/// The caller's position in its own event log at the last checkpoint (see `checkpoint`).
+const CHECKPOINT_KEY: &[u8] = b"\xff\xffcheckpoint";
 
 /// Runtime knobs that do not change feature values.
 #[derive(Debug, Clone)]
@@ -30,29 +32,6 @@ impl Default for StoreOptions {
             cache_capacity: 100_000,
             tree_name: "features.v1".to_string(),
         }
-    }
-}
-
-/// Writes of one or more `observe`/`record_outcome` calls, applied atomically later.
-#[derive(Debug, Default)]
-pub struct StoreBatch {
-    batch: sled::Batch,
-    writes: usize,
-}
-
-impl StoreBatch {
-    pub fn new() -> StoreBatch {
-        StoreBatch::default()
-    }
-    /// For `TransactionalTree::apply_batch` on [`FeatureStore::tree`] inside the caller's transaction.
-    pub fn sled_batch(&self) -> &sled::Batch {
-        &self.batch
-    }
-    pub fn into_sled_batch(self) -> sled::Batch {
-        self.batch
-    }
-    pub fn is_empty(&self) -> bool {
-        self.writes == 0
     }
 }
 
@@ -85,6 +64,10 @@ pub struct SweepStats {
 struct Cached {
     state: EntityState,
     tick: u64,
+    /// Changed since the last checkpoint: must be written before it may be evicted.
+    dirty: bool,
+    /// Index of its entity in the feature set.
+    entity: usize,
 }
 
 struct EntityMeta {
@@ -101,6 +84,7 @@ pub struct FeatureStore {
     capacity: usize,
     tick: u64,
     watermark: Option<i64>,
+    dirty: usize,
     key: Vec<u8>,
     enc: Vec<u8>,
     sweep_cursor: Vec<u8>,
@@ -142,6 +126,7 @@ fn load<'c>(
     cache: &'c mut HashMap<Vec<u8>, Cached>,
     tree: &sled::Tree,
     key: &[u8],
+    entity: usize,
     meta: &EntityMeta,
     tick: u64,
 ) -> Result<&'c mut Cached, FeatureError> {
@@ -154,7 +139,15 @@ fn load<'c>(
                 series: kinds.iter().map(|k| SeriesState::new(k)).collect(),
             },
         };
-        cache.insert(key.to_vec(), Cached { state, tick });
+        cache.insert(
+            key.to_vec(),
+            Cached {
+                state,
+                tick,
+                dirty: false,
+                entity,
+            },
+        );
     }
     let c = cache
         .get_mut(key)
@@ -316,6 +309,7 @@ impl FeatureStore {
             capacity: options.cache_capacity.max(1),
             tick: 0,
             watermark,
+            dirty: 0,
             key: Vec::new(),
             enc: Vec::new(),
             sweep_cursor: Vec::new(),
@@ -326,9 +320,19 @@ impl FeatureStore {
         &self.set
     }
 
-    /// The tree to include in a caller's sled transaction (see the module docs).
+    /// The tree holding the checkpointed state, for inspection (sizes, tests).
     pub fn tree(&self) -> &sled::Tree {
         &self.tree
+    }
+
+    /// The marker stored by the last `checkpoint`; `None` before the first.
+    pub fn checkpoint_marker(&self) -> Result<Option<Vec<u8>>, FeatureError> {
+        Ok(self.tree.get(CHECKPOINT_KEY)?.map(|v| v.to_vec()))
+    }
+
+    /// Entity states changed since the last checkpoint.
+    pub fn dirty_entities(&self) -> usize {
+        self.dirty
     }
 
     pub fn watermark_ms(&self) -> Option<i64> {
@@ -339,12 +343,12 @@ impl FeatureStore {
         self.cache.len()
     }
 
-    /// Reads all features of `p` into `out` (one per slot) and records `p` into `batch` and the cache.
+    /// Reads all features of `p` into `out` (one per slot) and records `p` in memory; the
+    /// change reaches disk at the next `checkpoint`.
     pub fn observe(
         &mut self,
         p: &Payment,
         out: &mut Vec<f64>,
-        batch: &mut StoreBatch,
     ) -> Result<Observation, FeatureError> {
         let t = p.event_time_ms;
         let lateness = self.set.lateness_ms;
@@ -357,8 +361,6 @@ impl FeatureStore {
             let wm = self.watermark.map_or(tq, |w| w.max(tq));
             if self.watermark != Some(wm) {
                 self.watermark = Some(wm);
-                batch.batch.insert(WATERMARK_KEY, &wm.to_le_bytes()[..]);
-                batch.writes += 1;
             }
         }
         out.clear();
@@ -383,8 +385,8 @@ impl FeatureStore {
             cache,
             tick,
             watermark,
+            dirty,
             key,
-            enc,
             ..
         } = self;
         for (ei, plan) in set.entities.iter().enumerate() {
@@ -392,7 +394,7 @@ impl FeatureStore {
                 continue;
             }
             *tick += 1;
-            let c = load(cache, tree, key, &meta[ei], *tick)?;
+            let c = load(cache, tree, key, ei, &meta[ei], *tick)?;
             let st = &mut c.state;
             compact(plan, st, *watermark, lateness, tz);
             for r in &plan.readers {
@@ -429,9 +431,9 @@ impl FeatureStore {
                     out[r.slot] = read_one(&set.defs[r.slot], r, plan, st, p, tz);
                 }
             }
-            if !late {
-                write(&mut batch.batch, key, st, &meta[ei].sigs, enc);
-                batch.writes += 1;
+            if !late && !c.dirty {
+                c.dirty = true;
+                *dirty += 1;
             }
         }
         Ok(Observation {
@@ -449,7 +451,6 @@ impl FeatureStore {
         p: &Payment,
         outcome: OutcomeKind,
         reported_at_ms: i64,
-        batch: &mut StoreBatch,
     ) -> Result<(), FeatureError> {
         let lateness = self.set.lateness_ms;
         let tz = self.set.tz_offset_ms;
@@ -460,8 +461,8 @@ impl FeatureStore {
             cache,
             tick,
             watermark,
+            dirty,
             key,
-            enc,
             ..
         } = self;
         for (ei, plan) in set.entities.iter().enumerate() {
@@ -475,7 +476,7 @@ impl FeatureStore {
                 continue;
             }
             *tick += 1;
-            let c = load(cache, tree, key, &meta[ei], *tick)?;
+            let c = load(cache, tree, key, ei, &meta[ei], *tick)?;
             let st = &mut c.state;
             compact(plan, st, *watermark, lateness, tz);
             for (s, spec) in st.series.iter_mut().zip(&plan.series) {
@@ -512,32 +513,56 @@ impl FeatureStore {
                     _ => {}
                 }
             }
-            write(&mut batch.batch, key, st, &meta[ei].sigs, enc);
-            batch.writes += 1;
+            if !c.dirty {
+                c.dirty = true;
+                *dirty += 1;
+            }
         }
         Ok(())
     }
 
-    /// Applies the batch atomically, then marks the cache clean.
-    pub fn commit(&mut self, batch: StoreBatch) -> Result<(), FeatureError> {
-        self.tree.apply_batch(batch.batch)?;
-        self.committed();
-        Ok(())
-    }
-
-    /// Tells the store its batch reached disk (when the caller applied it in its own transaction).
-    /// Evicts least recently used states beyond the cache capacity.
-    pub fn committed(&mut self) {
+    /// Writes every changed entity state, the watermark and `marker` in one atomic batch,
+    /// then evicts least recently used clean states beyond the cache capacity.
+    ///
+    /// Between checkpoints the state lives only in memory. The caller keeps its own durable
+    /// log of what it observed (fengkong's decision records) and `marker` says how far into
+    /// that log this checkpoint reaches; after a crash the caller re-observes the log from
+    /// the marker on, and the features come out identical to an uninterrupted run.
+    pub fn checkpoint(&mut self, marker: &[u8]) -> Result<usize, FeatureError> {
+        let mut batch = sled::Batch::default();
+        let mut written = 0;
+        for (key, c) in self.cache.iter().filter(|(_, c)| c.dirty) {
+            write(
+                &mut batch,
+                key,
+                &c.state,
+                &self.meta[c.entity].sigs,
+                &mut self.enc,
+            );
+            written += 1;
+        }
+        if let Some(wm) = self.watermark {
+            batch.insert(WATERMARK_KEY, &wm.to_le_bytes()[..]);
+        }
+        batch.insert(CHECKPOINT_KEY, marker);
+        self.tree.apply_batch(batch)?;
+        for c in self.cache.values_mut() {
+            c.dirty = false;
+        }
+        self.dirty = 0;
         let cap = self.capacity;
         if self.cache.len() > cap + cap / 4 {
             let keep_after = self.tick.saturating_sub(cap as u64);
             self.cache.retain(|_, c| c.tick > keep_after);
         }
+        Ok(written)
     }
 
-    /// Drops all cached state and reloads the watermark, after the caller's write failed.
+    /// Drops all in-memory state, including changes not yet checkpointed, and reloads the
+    /// watermark: the caller then re-observes its log from the checkpoint marker on.
     pub fn discard_cache(&mut self) {
         self.cache.clear();
+        self.dirty = 0;
         // If even this read fails the next commit fails too; keep the last known value.
         if let Ok(w) = load_watermark(&self.tree) {
             self.watermark = w;
@@ -567,7 +592,10 @@ impl FeatureStore {
             };
             let (k, v) = item?;
             last = Some(k.to_vec());
-            if k.as_ref() == WATERMARK_KEY || self.cache.contains_key(k.as_ref()) {
+            if k.as_ref() == WATERMARK_KEY
+                || k.as_ref() == CHECKPOINT_KEY
+                || self.cache.contains_key(k.as_ref())
+            {
                 continue;
             }
             stats.visited += 1;

@@ -368,9 +368,8 @@ proptest! {
                 wm = Some(wm.map_or(tq, |w| w.max(tq)));
                 history.push(p.clone());
             }
-            let mut batch = StoreBatch::new();
-            let obs = store.observe(&p, &mut out, &mut batch).unwrap();
-            store.commit(batch).unwrap();
+            let obs = store.observe(&p, &mut out).unwrap();
+            store.checkpoint(b"").unwrap();
             prop_assert_eq!(obs.late, late);
             if !late {
                 let want = reference(&set, &history, &before, &p);
@@ -430,12 +429,11 @@ fn run(
 ) {
     let mut out = Vec::new();
     for (p, outcome) in events {
-        let mut batch = StoreBatch::new();
-        store.observe(p, &mut out, &mut batch).unwrap();
+        store.observe(p, &mut out).unwrap();
         if let Some((k, at)) = outcome {
-            store.record_outcome(p, *k, *at, &mut batch).unwrap();
+            store.record_outcome(p, *k, *at).unwrap();
         }
-        store.commit(batch).unwrap();
+        store.checkpoint(b"").unwrap();
         outs.push(out.clone());
     }
 }
@@ -511,16 +509,15 @@ fn late_event_is_scored_but_not_counted() {
     let (_db, mut s) = open(&dir, FeatureSet::defaults(), 100);
     let i = s.set().index_of("payer.count_24h").unwrap();
     let mut out = Vec::new();
-    let mut b = StoreBatch::new();
-    s.observe(&pay(0, T0 - 30 * 60_000, "u", "m", 100), &mut out, &mut b)
+    s.observe(&pay(0, T0 - 30 * 60_000, "u", "m", 100), &mut out)
         .unwrap();
     assert!(
-        !s.observe(&pay(1, T0, "u", "m", 100), &mut out, &mut b)
+        !s.observe(&pay(1, T0, "u", "m", 100), &mut out)
             .unwrap()
             .late
     );
     let late = s
-        .observe(&pay(2, T0 - 11 * 60_000, "u", "m", 100), &mut out, &mut b)
+        .observe(&pay(2, T0 - 11 * 60_000, "u", "m", 100), &mut out)
         .unwrap();
     assert!(late.late);
     assert_eq!(
@@ -528,14 +525,14 @@ fn late_event_is_scored_but_not_counted() {
         "scored from current state: its window holds only the T0-30m payment"
     );
     let ok = s
-        .observe(&pay(3, T0 - 9 * 60_000, "u", "m", 100), &mut out, &mut b)
+        .observe(&pay(3, T0 - 9 * 60_000, "u", "m", 100), &mut out)
         .unwrap();
     assert!(!ok.late, "within lateness");
     assert_eq!(out[i], 2.0, "T0-30m and itself; T0 is in a later bucket");
-    s.observe(&pay(4, T0 + 1000, "u", "m", 100), &mut out, &mut b)
+    s.observe(&pay(4, T0 + 1000, "u", "m", 100), &mut out)
         .unwrap();
     assert_eq!(out[i], 4.0, "the late event was not recorded");
-    s.commit(b).unwrap();
+    s.checkpoint(b"").unwrap();
 }
 
 #[test]
@@ -545,26 +542,21 @@ fn outcome_from_the_future_never_counts() {
     let rep = s.set().index_of("payee.bad_reports_30d").unwrap();
     let rate = s.set().index_of("payee.fraud_rate_30d_lag7d").unwrap();
     let mut out = Vec::new();
-    let mut b = StoreBatch::new();
     let p1 = pay(1, T0, "u", "m", 100);
-    s.observe(&p1, &mut out, &mut b).unwrap();
+    s.observe(&p1, &mut out).unwrap();
     // Reported a day later, but fed to the store now (e.g. a replay out of order).
-    s.record_outcome(&p1, OutcomeKind::Fraud, T0 + DAY_MS, &mut b)
+    s.record_outcome(&p1, OutcomeKind::Fraud, T0 + DAY_MS)
         .unwrap();
-    s.record_outcome(&p1, OutcomeKind::Genuine, T0 + 1000, &mut b)
+    s.record_outcome(&p1, OutcomeKind::Genuine, T0 + 1000)
         .unwrap();
-    s.observe(&pay(2, T0 + 3_600_000, "u2", "m", 100), &mut out, &mut b)
+    s.observe(&pay(2, T0 + 3_600_000, "u2", "m", 100), &mut out)
         .unwrap();
     assert_eq!(out[rep], 0.0);
-    s.observe(&pay(3, T0 + DAY_MS, "u2", "m", 100), &mut out, &mut b)
+    s.observe(&pay(3, T0 + DAY_MS, "u2", "m", 100), &mut out)
         .unwrap();
     assert_eq!(out[rep], 0.0, "report bucket not complete yet");
-    s.observe(
-        &pay(4, T0 + DAY_MS + 3_600_000, "u2", "m", 100),
-        &mut out,
-        &mut b,
-    )
-    .unwrap();
+    s.observe(&pay(4, T0 + DAY_MS + 3_600_000, "u2", "m", 100), &mut out)
+        .unwrap();
     assert_eq!(
         out[rep], 0.0,
         "30d reports use 6h buckets: 08:00-14:00 local is not complete"
@@ -572,19 +564,18 @@ fn outcome_from_the_future_never_counts() {
     s.observe(
         &pay(5, T0 + DAY_MS + 6 * 3_600_000, "u2", "m", 100),
         &mut out,
-        &mut b,
     )
     .unwrap();
     assert_eq!(out[rep], 1.0);
     assert_eq!(out[rate], 0.0, "payment 1 is not yet 7 days old");
-    s.observe(&pay(6, T0 + 8 * DAY_MS, "u3", "m", 100), &mut out, &mut b)
+    s.observe(&pay(6, T0 + 8 * DAY_MS, "u3", "m", 100), &mut out)
         .unwrap();
     assert_eq!(
         out[rate],
         1.0 / 4.0,
         "1 bad of the 4 payments in buckets up to b(T0 + 1d)"
     );
-    s.commit(b).unwrap();
+    s.checkpoint(b"").unwrap();
 }
 
 #[test]
@@ -645,14 +636,12 @@ fn distinct_in_store_switches_to_sketch() {
     let (_db, mut s) = open(&dir, set, 10);
     let mut out = Vec::new();
     for i in 0..5000 {
-        let mut b = StoreBatch::new();
         s.observe(
             &pay(i, T0 + i as i64 * 100, &format!("u{i}"), "m", 100),
             &mut out,
-            &mut b,
         )
         .unwrap();
-        s.commit(b).unwrap();
+        s.checkpoint(b"").unwrap();
         if i < 1000 {
             assert_eq!(out[0], (i + 1) as f64, "exact up to the limit");
         }
@@ -665,18 +654,12 @@ fn sweep_deletes_expired_entities_and_discard_reverts() {
     let dir = tempfile::tempdir().unwrap();
     let (_db, mut s) = open(&dir, FeatureSet::defaults(), 1);
     let mut out = Vec::new();
-    let mut b = StoreBatch::new();
-    s.observe(&pay(1, T0, "old", "m-old", 100), &mut out, &mut b)
+    s.observe(&pay(1, T0, "old", "m-old", 100), &mut out)
         .unwrap();
-    s.commit(b).unwrap();
-    let mut b = StoreBatch::new();
-    s.observe(
-        &pay(2, T0 + 400 * DAY_MS, "new", "m", 100),
-        &mut out,
-        &mut b,
-    )
-    .unwrap();
-    s.commit(b).unwrap();
+    s.checkpoint(b"").unwrap();
+    s.observe(&pay(2, T0 + 400 * DAY_MS, "new", "m", 100), &mut out)
+        .unwrap();
+    s.checkpoint(b"").unwrap();
     let mut deleted = 0;
     for _ in 0..20 {
         let st = s.sweep(i64::MAX, 2).unwrap();
@@ -697,25 +680,14 @@ fn sweep_deletes_expired_entities_and_discard_reverts() {
         "expired entities deleted"
     );
 
-    // A batch that is never applied leaves no trace once the cache is discarded.
+    // Changes not checkpointed leave no trace once the cache is discarded.
     let cnt = s.set().index_of("payer.count_24h").unwrap();
-    let mut b = StoreBatch::new();
-    s.observe(
-        &pay(3, T0 + 400 * DAY_MS + 1, "new", "m", 100),
-        &mut out,
-        &mut b,
-    )
-    .unwrap();
+    s.observe(&pay(3, T0 + 400 * DAY_MS + 1, "new", "m", 100), &mut out)
+        .unwrap();
     assert_eq!(out[cnt], 2.0);
-    drop(b);
     s.discard_cache();
-    let mut b = StoreBatch::new();
-    s.observe(
-        &pay(4, T0 + 400 * DAY_MS + 2, "new", "m", 100),
-        &mut out,
-        &mut b,
-    )
-    .unwrap();
+    s.observe(&pay(4, T0 + 400 * DAY_MS + 2, "new", "m", 100), &mut out)
+        .unwrap();
     assert_eq!(out[cnt], 2.0);
 }
 
@@ -726,12 +698,10 @@ fn calendar_and_payment_features() {
     let set = s.set().clone();
     let ix = |n: &str| set.index_of(n).unwrap();
     let mut out = Vec::new();
-    let mut b = StoreBatch::new();
     // 2025-12-31 15:59:59 UTC = 23:59:59 local (+8), a Wednesday.
     s.observe(
         &pay(1, T0 - 8 * 3_600_000 - 1000, "u", "m", 100_000),
         &mut out,
-        &mut b,
     )
     .unwrap();
     assert_eq!(out[ix("payment.hour")], 23.0);
@@ -739,12 +709,8 @@ fn calendar_and_payment_features() {
     assert_eq!(out[ix("payer.daily_amount")], 100_000.0);
     assert_eq!(out[ix("payer.yearly_balance_amount")], 100_000.0);
     // Two seconds later it is 2026-01-01 00:00:01 local: new day, new year, night, Thursday.
-    s.observe(
-        &pay(2, T0 - 8 * 3_600_000 + 1000, "u", "m", 50),
-        &mut out,
-        &mut b,
-    )
-    .unwrap();
+    s.observe(&pay(2, T0 - 8 * 3_600_000 + 1000, "u", "m", 50), &mut out)
+        .unwrap();
     assert_eq!(out[ix("payer.daily_amount")], 50.0);
     assert_eq!(out[ix("payer.yearly_balance_amount")], 50.0);
     assert_eq!(out[ix("payer.count_1h")], 2.0);
@@ -756,7 +722,7 @@ fn calendar_and_payment_features() {
     // Saturday 2026-01-03 local.
     let mut p = pay(3, T0 + 2 * DAY_MS + 3_600_000, "u", "m", 50);
     p.device_id = "other".into();
-    s.observe(&p, &mut out, &mut b).unwrap();
+    s.observe(&p, &mut out).unwrap();
     assert_eq!(out[ix("payment.is_weekend")], 1.0);
     assert_eq!(out[ix("payer.new_device")], 1.0);
     assert!(
@@ -773,7 +739,6 @@ fn bytes_for_daily_account_year() {
     let (_db, mut s) = open(&dir, FeatureSet::defaults(), 100);
     let mut out = Vec::new();
     for d in 0..365 {
-        let mut b = StoreBatch::new();
         let mut p = pay(
             d,
             T0 + d as i64 * DAY_MS + 3_600_000,
@@ -782,8 +747,8 @@ fn bytes_for_daily_account_year() {
             1234 + d as i64,
         );
         p.funding = Funding::Balance;
-        s.observe(&p, &mut out, &mut b).unwrap();
-        s.commit(b).unwrap();
+        s.observe(&p, &mut out).unwrap();
+        s.checkpoint(b"").unwrap();
     }
     let v = s.tree().get(b"payer\x00daily").unwrap().unwrap();
     eprintln!(
@@ -868,8 +833,7 @@ proptest! {
                 wm = Some(wm.map_or(tq, |w| w.max(tq)));
                 accepted.push(p.clone());
             }
-            let mut batch = StoreBatch::new();
-            store.observe(&p, &mut out, &mut batch).unwrap();
+            store.observe(&p, &mut out).unwrap();
             let t = p.event_time_ms;
             if !late {
                 for (slot, def) in set.defs.iter().enumerate() {
@@ -897,10 +861,10 @@ proptest! {
                 let q = accepted[pick % accepted.len()].clone();
                 let kind = OutcomeKind::ALL[kind as usize];
                 let at = t + dt_s * 1000;
-                store.record_outcome(&q, kind, at, &mut batch).unwrap();
+                store.record_outcome(&q, kind, at).unwrap();
                 reports.push((q, kind, at));
             }
-            store.commit(batch).unwrap();
+            store.checkpoint(b"").unwrap();
         }
     }
 }
