@@ -115,7 +115,7 @@ fn bench_observe(c: &mut Criterion) {
             |p| {
                 store.observe(&p, &mut out).unwrap();
                 n += 1;
-                if n % CHECKPOINT_EVERY == 0 {
+                if n.is_multiple_of(CHECKPOINT_EVERY) {
                     store.checkpoint(b"").unwrap();
                 }
             },
