@@ -84,7 +84,10 @@ pub struct FeatureStore {
     capacity: usize,
     tick: u64,
     watermark: Option<i64>,
-    dirty: usize,
+    /// Keys of the entity states changed since the last checkpoint.
+    dirty_keys: Vec<Vec<u8>>,
+    /// The last checkpoint's write, running on its own thread.
+    pending: Option<std::thread::JoinHandle<Result<(), sled::Error>>>,
     key: Vec<u8>,
     enc: Vec<u8>,
     sweep_cursor: Vec<u8>,
@@ -309,7 +312,8 @@ impl FeatureStore {
             capacity: options.cache_capacity.max(1),
             tick: 0,
             watermark,
-            dirty: 0,
+            dirty_keys: Vec::new(),
+            pending: None,
             key: Vec::new(),
             enc: Vec::new(),
             sweep_cursor: Vec::new(),
@@ -332,7 +336,7 @@ impl FeatureStore {
 
     /// Entity states changed since the last checkpoint.
     pub fn dirty_entities(&self) -> usize {
-        self.dirty
+        self.dirty_keys.len()
     }
 
     pub fn watermark_ms(&self) -> Option<i64> {
@@ -385,7 +389,7 @@ impl FeatureStore {
             cache,
             tick,
             watermark,
-            dirty,
+            dirty_keys,
             key,
             ..
         } = self;
@@ -433,7 +437,7 @@ impl FeatureStore {
             }
             if !late && !c.dirty {
                 c.dirty = true;
-                *dirty += 1;
+                dirty_keys.push(key.clone());
             }
         }
         Ok(Observation {
@@ -461,7 +465,7 @@ impl FeatureStore {
             cache,
             tick,
             watermark,
-            dirty,
+            dirty_keys,
             key,
             ..
         } = self;
@@ -515,54 +519,82 @@ impl FeatureStore {
             }
             if !c.dirty {
                 c.dirty = true;
-                *dirty += 1;
+                dirty_keys.push(key.clone());
             }
         }
         Ok(())
     }
 
     /// Writes every changed entity state, the watermark and `marker` in one atomic batch,
-    /// then evicts least recently used clean states beyond the cache capacity.
+    /// and waits for it.
     ///
     /// Between checkpoints the state lives only in memory. The caller keeps its own durable
     /// log of what it observed (fengkong's decision records) and `marker` says how far into
     /// that log this checkpoint reaches; after a crash the caller re-observes the log from
     /// the marker on, and the features come out identical to an uninterrupted run.
     pub fn checkpoint(&mut self, marker: &[u8]) -> Result<usize, FeatureError> {
+        let written = self.start_checkpoint(marker)?;
+        self.wait_checkpoint()?;
+        Ok(written)
+    }
+
+    /// Like `checkpoint`, but the sled write runs on its own thread so the caller goes on
+    /// scoring; the next checkpoint (or `wait_checkpoint`) waits for it. States written by
+    /// a checkpoint are evicted from the cache only after that write has finished, so a
+    /// cache miss never reads an older state from disk.
+    pub fn start_checkpoint(&mut self, marker: &[u8]) -> Result<usize, FeatureError> {
+        self.wait_checkpoint()?;
+        let cap = self.capacity;
+        if self.cache.len() > cap + cap / 4 {
+            let keep_after = self.tick.saturating_sub(cap as u64);
+            self.cache.retain(|_, c| c.dirty || c.tick > keep_after);
+        }
         let mut batch = sled::Batch::default();
-        let mut written = 0;
-        for (key, c) in self.cache.iter().filter(|(_, c)| c.dirty) {
-            write(
-                &mut batch,
-                key,
-                &c.state,
-                &self.meta[c.entity].sigs,
-                &mut self.enc,
-            );
-            written += 1;
+        let written = self.dirty_keys.len();
+        for key in self.dirty_keys.drain(..) {
+            if let Some(c) = self.cache.get_mut(&key) {
+                write(
+                    &mut batch,
+                    &key,
+                    &c.state,
+                    &self.meta[c.entity].sigs,
+                    &mut self.enc,
+                );
+                c.dirty = false;
+            }
         }
         if let Some(wm) = self.watermark {
             batch.insert(WATERMARK_KEY, &wm.to_le_bytes()[..]);
         }
         batch.insert(CHECKPOINT_KEY, marker);
-        self.tree.apply_batch(batch)?;
-        for c in self.cache.values_mut() {
-            c.dirty = false;
-        }
-        self.dirty = 0;
-        let cap = self.capacity;
-        if self.cache.len() > cap + cap / 4 {
-            let keep_after = self.tick.saturating_sub(cap as u64);
-            self.cache.retain(|_, c| c.tick > keep_after);
-        }
+        let tree = self.tree.clone();
+        self.pending = Some(
+            std::thread::Builder::new()
+                .name("fengkong-checkpoint".into())
+                .spawn(move || tree.apply_batch(batch))
+                .map_err(|e| {
+                    FeatureError::Corrupt(format!("cannot start checkpoint writer: {e}"))
+                })?,
+        );
         Ok(written)
+    }
+
+    /// Waits for a checkpoint started by `start_checkpoint`.
+    pub fn wait_checkpoint(&mut self) -> Result<(), FeatureError> {
+        match self.pending.take().map(std::thread::JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e.into()),
+            Some(Err(_)) => Err(FeatureError::Corrupt("checkpoint writer panicked".into())),
+        }
     }
 
     /// Drops all in-memory state, including changes not yet checkpointed, and reloads the
     /// watermark: the caller then re-observes its log from the checkpoint marker on.
     pub fn discard_cache(&mut self) {
+        // The failed or finished write's outcome no longer matters: the caller recovers.
+        let _ = self.wait_checkpoint();
         self.cache.clear();
-        self.dirty = 0;
+        self.dirty_keys.clear();
         // If even this read fails the next commit fails too; keep the last known value.
         if let Ok(w) = load_watermark(&self.tree) {
             self.watermark = w;
@@ -573,6 +605,7 @@ impl FeatureStore {
     /// nothing left and entities no longer declared; continues where the last call stopped.
     /// Uses min(now_ms, watermark) so it never drops what an accepted event could read.
     pub fn sweep(&mut self, now_ms: i64, max_entries: usize) -> Result<SweepStats, FeatureError> {
+        self.wait_checkpoint()?;
         let mut stats = SweepStats::default();
         let Some(wm) = self.watermark else {
             return Ok(stats);
