@@ -96,7 +96,7 @@ pub fn backtest(
     options: &ReplayOptions,
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<BacktestReport, BacktestError> {
-    let (_dir, mut engine) = scratch_engine(rules_dir, features_file)?;
+    let (_dir, mut engine) = scratch_engine(rules_dir, features_file, None)?;
     let ruleset = engine.ruleset();
     let mut rules: Vec<RuleStats> = ruleset
         .rules()
@@ -144,7 +144,7 @@ pub fn backtest(
     report.rules = rules;
 
     if let Some(baseline_dir) = baseline_dir {
-        let (_dir, mut baseline) = scratch_engine(baseline_dir, features_file)?;
+        let (_dir, mut baseline) = scratch_engine(baseline_dir, features_file, None)?;
         let mut comparison = Comparison {
             baseline_version: baseline.ruleset().version().to_owned(),
             ..Comparison::default()

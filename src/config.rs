@@ -20,6 +20,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Folder of rule files (`*.toml`, with `lists/` and `tests/`).
     pub rules_dir: PathBuf,
+    /// The trained model; none scores with rules alone.
+    pub model_path: Option<PathBuf>,
+    /// Risk points the model adds per unit of fraud probability (100: a probability of 0.6
+    /// adds 60 points, enough for review under the default policy).
+    pub model_weight: f64,
     /// Reload the rules when a file in `rules_dir` changes.
     pub watch_rules: bool,
     /// Features file; none means the bundled default set.
@@ -46,6 +51,8 @@ impl Default for Config {
             http_enabled: true,
             data_dir: PathBuf::from("data"),
             rules_dir: PathBuf::from("rules"),
+            model_path: Some(PathBuf::from("models/default.json")),
+            model_weight: 100.0,
             watch_rules: true,
             features_file: None,
             feature_cache_entities: 100_000,

@@ -11,6 +11,7 @@ use std::time::Instant;
 use crate::config::{Config, Limits};
 use crate::decision;
 use crate::features::{FeatureError, FeatureFileError, FeatureSet, FeatureStore, StoreOptions};
+use crate::model::{ModelArtifact, Scorer};
 use crate::payment::{OutcomeKind, Payment};
 use crate::proto::{self, Decision, ScoreRequest, ScoreResponse};
 use crate::request::{payment_from_request, InvalidField};
@@ -39,6 +40,11 @@ pub enum EngineError {
     Rules { dir: PathBuf, errors: RuleErrors },
     #[error("cannot open the data dir `{path}`: {reason}")]
     Open { path: PathBuf, reason: String },
+    #[error("model `{path}`: {source}")]
+    Model {
+        path: PathBuf,
+        source: crate::model::ModelError,
+    },
 }
 
 impl From<sled::Error> for EngineError {
@@ -70,11 +76,15 @@ pub struct Engine {
     feature_set_version: String,
     schema: Schema,
     rules: Arc<RuleSet>,
+    model: Option<LoadedModel>,
     config: Config,
     telemetry: Arc<Telemetry>,
     // Reused between payments so the hot path does not allocate them.
     values: Vec<f64>,
     hits: Vec<Hit>,
+    contributions: Vec<f64>,
+    factors: Vec<(usize, f64)>,
+    last_probability: f64,
     /// Sequence number of the next log entry.
     next_seq: u64,
     /// Log entries since the feature store's last checkpoint.
@@ -97,6 +107,10 @@ impl Engine {
         };
         let schema = vars::schema(&set);
         let rules = load_rules(&config.rules_dir, &schema)?;
+        let model = match &config.model_path {
+            Some(path) => Some(load_model(path, set.names())?),
+            None => None,
+        };
         let feature_set_version = format!("{:016x}", set.file_hash());
         let options = StoreOptions {
             cache_capacity: config.feature_cache_entities,
@@ -112,10 +126,14 @@ impl Engine {
             feature_set_version,
             schema,
             rules: Arc::new(rules),
+            model,
             config: config.clone(),
             telemetry: Arc::default(),
             values: Vec::new(),
             hits: Vec::new(),
+            contributions: Vec::new(),
+            factors: Vec::new(),
+            last_probability: 0.0,
             next_seq,
             since_checkpoint: 0,
         };
@@ -224,6 +242,34 @@ impl Engine {
         &self.hits
     }
 
+    /// The model's version, or "" without a model.
+    pub fn model_version(&self) -> &str {
+        self.model.as_ref().map_or("", |m| m.artifact.version())
+    }
+
+    /// Fraud probability of the payment scored last (0 without a model).
+    pub fn last_model_score(&self) -> f64 {
+        self.last_probability
+    }
+
+    /// Loads the model file again and swaps it in; on any error the current model stays.
+    pub fn reload_model(&mut self) -> Result<(String, bool), EngineError> {
+        let Some(path) = self.config.model_path.clone() else {
+            return Ok((String::new(), false));
+        };
+        let model = load_model(&path, self.features.set().names())?;
+        let changed = model.artifact.version() != self.model_version();
+        if changed {
+            tracing::info!(
+                from = self.model_version(),
+                to = model.artifact.version(),
+                "model reloaded"
+            );
+            self.model = Some(model);
+        }
+        Ok((self.model_version().to_owned(), changed))
+    }
+
     /// Compiles the rules directory again and swaps it in. On any error the current set
     /// stays; payments already scored are unaffected either way.
     pub fn reload_rules(&mut self) -> Result<Reloaded, EngineError> {
@@ -275,21 +321,27 @@ impl Engine {
         let features_done = Instant::now();
         self.telemetry.stage("features", features_done - started);
 
+        let model_reasons = self.run_model();
+        let model_done = Instant::now();
+        self.telemetry.stage("model", model_done - features_done);
+
         let mut vars = Vec::with_capacity(self.schema.len());
         vars::fill(&payment, &self.values, &mut vars);
         self.hits.clear();
         self.rules
             .evaluate(&vars, payment.event_time_ms, &mut self.hits);
-        let verdict = self.rules.decide(&self.hits, 0.0);
+        let model_points = self.last_probability * self.config.model_weight;
+        let verdict = self.rules.decide(&self.hits, model_points);
         let rules_done = Instant::now();
-        self.telemetry.stage("rules", rules_done - features_done);
+        self.telemetry.stage("rules", rules_done - model_done);
 
         let reason = |hit: &Hit| decision::reason(&self.rules, &self.schema, hit, &vars);
-        let reasons = verdict
+        let mut reasons: Vec<proto::Reason> = verdict
             .reasons
             .iter()
             .map(|&i| reason(&self.hits[i]))
             .collect();
+        reasons.extend(model_reasons);
         let shadow_reasons = self
             .hits
             .iter()
@@ -317,7 +369,7 @@ impl Engine {
             risk_score: verdict.risk_score.clamp(0.0, 100.0).round() as u32,
             reasons,
             ruleset_version: self.rules.version().to_owned(),
-            model_version: String::new(),
+            model_version: self.model_version().to_owned(),
             evaluated_at_ms: now_ms,
         };
         let record = Decision {
@@ -347,6 +399,53 @@ impl Engine {
             response,
             replayed: false,
         })
+    }
+
+    /// Scores the current feature values with the model, if there is one, and returns its
+    /// top factors as MODEL reasons (signed log-odds contributions, in words).
+    fn run_model(&mut self) -> Vec<proto::Reason> {
+        let Some(model) = &self.model else {
+            self.last_probability = 0.0;
+            return Vec::new();
+        };
+        self.contributions.resize(self.values.len(), 0.0);
+        let probability = model.scorer.score(&self.values, &mut self.contributions);
+        model
+            .scorer
+            .top_factors(&self.contributions, TOP_FACTORS, &mut self.factors);
+        self.last_probability = probability;
+        self.telemetry.model_score.observe(probability);
+        let set = self.features.set();
+        self.factors
+            .iter()
+            .map(|&(slot, contribution)| {
+                let def = set.describe(slot);
+                let value = self.values.get(slot).copied().unwrap_or(0.0);
+                proto::Reason {
+                    code: "MODEL_FACTOR".into(),
+                    source: proto::ReasonSource::Model as i32,
+                    id: def.name.clone(),
+                    message: format!(
+                        "{}: {} ({} the fraud probability, {:.1}% in all)",
+                        def.description,
+                        format_value(&def.name, value),
+                        if contribution >= 0.0 {
+                            "raises"
+                        } else {
+                            "lowers"
+                        },
+                        probability * 100.0
+                    ),
+                    contribution,
+                    action: proto::Action::Unspecified as i32,
+                    evidence: vec![decision::evidence(
+                        &def.name,
+                        Some(crate::rules::Value::Num(value)),
+                    )],
+                    ..Default::default()
+                }
+            })
+            .collect()
     }
 
     /// Writes a decision record together with the log entry of its feature change in one
@@ -444,6 +543,36 @@ impl Engine {
             decision_id: decision.response.map(|r| r.decision_id).unwrap_or_default(),
             outcomes: decision.outcomes,
         })
+    }
+}
+
+/// How many model factors each decision explains.
+const TOP_FACTORS: usize = 3;
+
+/// A model ready to score: the artifact (for its version and description) and its scorer.
+struct LoadedModel {
+    artifact: ModelArtifact,
+    scorer: Scorer,
+}
+
+fn load_model(path: &Path, feature_names: &[String]) -> Result<LoadedModel, EngineError> {
+    let artifact =
+        ModelArtifact::load(path, feature_names).map_err(|source| EngineError::Model {
+            path: path.to_owned(),
+            source,
+        })?;
+    let scorer = artifact.scorer();
+    Ok(LoadedModel { artifact, scorer })
+}
+
+/// Money features read as yuan, flags as yes/no, the rest as numbers.
+fn format_value(name: &str, value: f64) -> String {
+    if name.contains("amount") && !name.contains("_vs_") {
+        format!("{} CNY", crate::payment::format_yuan(value.round() as i64))
+    } else if value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
     }
 }
 

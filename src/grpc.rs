@@ -48,7 +48,7 @@ pub fn status(error: EngineError) -> Status {
         EngineError::UnknownPayment(_) | EngineError::UnknownDecision(_) => {
             Status::not_found(message)
         }
-        EngineError::Rules { .. } | EngineError::FeatureFile(_) => {
+        EngineError::Rules { .. } | EngineError::FeatureFile(_) | EngineError::Model { .. } => {
             Status::failed_precondition(message)
         }
         EngineError::Store(_) | EngineError::Features(_) | EngineError::Open { .. } => {

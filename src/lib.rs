@@ -25,6 +25,7 @@ pub mod features;
 pub mod grpc;
 pub mod http;
 pub mod loadgen;
+pub mod model;
 pub mod payment;
 pub mod quality;
 pub mod replay;
@@ -34,6 +35,7 @@ pub mod server;
 pub mod simulate;
 pub mod store;
 pub mod telemetry;
+pub mod training;
 pub mod vars;
 
 /// Code generated from `proto/fengkong/v1/fengkong.proto`.

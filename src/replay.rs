@@ -28,7 +28,7 @@ pub enum ReplayError {
     Score {
         line: u64,
         payment_id: String,
-        source: EngineError,
+        source: Box<EngineError>,
     },
     #[error("{0}")]
     Output(String),
@@ -40,6 +40,8 @@ pub struct Row<'a> {
     pub features: &'a [f64],
     pub hits: &'a [Hit],
     pub response: &'a ScoreResponse,
+    /// The model's fraud probability, when the engine has a model.
+    pub score: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -97,6 +99,7 @@ pub fn replay(
             features: engine.last_features(),
             hits: engine.last_hits(),
             response: &scored.response,
+            score: (!engine.model_version().is_empty()).then(|| engine.last_model_score()),
         })?;
         if event.label == Some(true) {
             let known_at = if options.has_label_reported_at {
@@ -122,28 +125,37 @@ fn score_error(event: &LabeledEvent, source: EngineError) -> ReplayError {
     ReplayError::Score {
         line: event.line,
         payment_id: event.payment.payment_id.clone(),
-        source,
+        source: Box::new(source),
     }
 }
 
-/// Writes replay rows as CSV: `payment_id`, `label`, every feature by name, `risk_score`,
-/// `action`.
+/// Writes replay rows as CSV: `payment_id`, `label`, every feature by name, `score` (the
+/// model's fraud probability, when there is a model), `risk_score`, `action`, and
+/// `event_time` (epoch ms, for `fengkong eval --from/--to`).
 pub struct RowWriter<W: std::io::Write> {
     out: csv::Writer<W>,
     buf: Vec<String>,
+    with_score: bool,
 }
 
 impl<W: std::io::Write> RowWriter<W> {
-    pub fn new(out: W, feature_names: &[String]) -> Result<RowWriter<W>, ReplayError> {
+    pub fn new(
+        out: W,
+        feature_names: &[String],
+        with_score: bool,
+    ) -> Result<RowWriter<W>, ReplayError> {
         let mut out = csv::Writer::from_writer(out);
+        let score: &[&str] = if with_score { &["score"] } else { &[] };
         let header = ["payment_id", "label"]
             .into_iter()
             .chain(feature_names.iter().map(String::as_str))
-            .chain(["risk_score", "action"]);
+            .chain(score.iter().copied())
+            .chain(["risk_score", "action", "event_time"]);
         out.write_record(header).map_err(output)?;
         Ok(RowWriter {
             out,
             buf: Vec::new(),
+            with_score,
         })
     }
 
@@ -156,9 +168,13 @@ impl<W: std::io::Write> RowWriter<W> {
             None => String::new(),
         });
         self.buf.extend(row.features.iter().map(|v| v.to_string()));
+        if self.with_score {
+            self.buf.push(row.score.unwrap_or(0.0).to_string());
+        }
         self.buf.push(row.response.risk_score.to_string());
         self.buf
             .push(row.response.action().as_str_name().to_owned());
+        self.buf.push(row.event.payment.event_time_ms.to_string());
         self.out.write_record(&self.buf).map_err(output)
     }
 
@@ -178,6 +194,7 @@ fn output(e: csv::Error) -> ReplayError {
 pub fn scratch_engine(
     rules_dir: &std::path::Path,
     features_file: Option<&std::path::Path>,
+    model: Option<&std::path::Path>,
 ) -> Result<(tempfile::TempDir, Engine), EngineError> {
     let dir = tempfile::tempdir().map_err(|e| EngineError::Open {
         path: std::env::temp_dir(),
@@ -187,6 +204,7 @@ pub fn scratch_engine(
         data_dir: dir.path().to_owned(),
         rules_dir: rules_dir.to_owned(),
         features_file: features_file.map(ToOwned::to_owned),
+        model_path: model.map(ToOwned::to_owned),
         ..crate::config::Config::default()
     };
     let engine = Engine::open(&config)?;

@@ -30,6 +30,10 @@ fn rules_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")
 }
 
+fn model_path() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.json")
+}
+
 #[test]
 fn simulate_replay_and_backtest_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,7 +64,12 @@ fn simulate_replay_and_backtest_from_the_command_line() {
     assert_eq!(&header[0], "payment_id");
     assert_eq!(&header[1], "label");
     assert!(header.iter().any(|h| h == "payee.distinct_payers_1h"));
-    assert_eq!(header.iter().next_back(), Some("action"));
+    assert_eq!(header.iter().next_back(), Some("event_time"));
+    assert!(header.iter().any(|h| h == "action"));
+    assert!(
+        !header.iter().any(|h| h == "score"),
+        "no model, no score column"
+    );
     assert_eq!(reader.records().count(), 3000);
 
     let (ok, report, err) = fengkong(&[
@@ -178,7 +187,7 @@ async fn replay_features_equal_the_live_server_features() {
         e.label = None;
     }
 
-    let (_tmp, mut engine) = scratch_engine(&rules_dir(), None).unwrap();
+    let (_tmp, mut engine) = scratch_engine(&rules_dir(), None, Some(&model_path())).unwrap();
     let names = engine.feature_names().to_vec();
     let mut offline = Vec::new();
     let options = ReplayOptions {
@@ -189,7 +198,7 @@ async fn replay_features_equal_the_live_server_features() {
         offline.push((
             row.event.payment.payment_id.clone(),
             row.features.to_vec(),
-            row.response.action,
+            row.response.clone(),
         ));
         Ok(())
     })
@@ -204,7 +213,7 @@ async fn replay_features_equal_the_live_server_features() {
             .await
             .unwrap();
     }
-    for (payment_id, features, action) in offline {
+    for (payment_id, features, offline_response) in offline {
         let stored = client
             .get_decision(GetDecisionRequest {
                 key: Some(Key::PaymentId(payment_id.clone())),
@@ -219,11 +228,20 @@ async fn replay_features_equal_the_live_server_features() {
             names.iter().map(String::as_str).collect::<Vec<_>>()
         );
         assert_eq!(live, features, "features differ for {payment_id}");
+        let live_response = stored.response.unwrap();
         assert_eq!(
-            stored.response.unwrap().action,
-            action,
+            live_response.action, offline_response.action,
             "action differs for {payment_id}"
         );
+        assert_eq!(
+            live_response.risk_score, offline_response.risk_score,
+            "risk differs for {payment_id}"
+        );
+        assert_eq!(
+            live_response.reasons, offline_response.reasons,
+            "reasons differ for {payment_id}"
+        );
+        assert_eq!(live_response.model_version, offline_response.model_version);
     }
     server.stop().await;
 }

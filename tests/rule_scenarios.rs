@@ -204,12 +204,15 @@ struct Scenario {
 }
 
 impl Scenario {
-    /// A fresh server; the clock starts `days_ago` local days back at `hour`:00.
+    /// A fresh server; the clock starts `days_ago` local days back at `hour`:00. The
+    /// server runs the rules alone, so each scenario shows what its rule decides; the
+    /// model's share is tested with the model.
     async fn start(days_ago: i64, hour: i64) -> Scenario {
         let dir = tempfile::tempdir().unwrap();
         let server = TestServer::start_with(Config {
             data_dir: dir.path().to_owned(),
             rules_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"),
+            model_path: None,
             ..Config::default()
         })
         .await;

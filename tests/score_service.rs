@@ -46,17 +46,60 @@ async fn a_valid_payment_is_scored_and_can_be_read_back() {
 }
 
 #[tokio::test]
-async fn a_large_payment_is_reviewed_with_its_numbers_in_the_reason() {
+async fn a_large_first_payment_is_stopped_with_rule_and_model_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let mut client = server.client().await;
+
+    let small = client.score(payment("p-small")).await.unwrap().into_inner();
+    assert!(
+        small.model_version.starts_with("forest-"),
+        "{}",
+        small.model_version
+    );
+    let factors: Vec<_> = small
+        .reasons
+        .iter()
+        .filter(|r| r.source() == proto::ReasonSource::Model)
+        .collect();
+    assert_eq!(
+        factors.len(),
+        3,
+        "every payment carries its top model factors"
+    );
+    assert!(factors
+        .iter()
+        .all(|r| r.evidence.len() == 1 && !r.message.is_empty()));
+
+    // 60,000 CNY from a device and to a payee the payer never used: the takeover rule
+    // names its numbers, and the model pushes the score over the block threshold.
     let mut req = payment("p-big");
     req.amount_fen = 6_000_000;
+    req.payee.as_mut().unwrap().account_id = "stranger".into();
+    req.device_id = "unknown-phone".into();
     let resp = client.score(req).await.unwrap().into_inner();
-    assert_eq!(resp.action(), proto::Action::Review);
-    let reason = &resp.reasons[0];
-    assert_eq!(reason.source(), proto::ReasonSource::Rule);
-    assert!(reason.message.contains("60,000.00"), "{}", reason.message);
+    assert_eq!(resp.action(), proto::Action::Block, "{:#?}", resp.reasons);
+    let rule = resp
+        .reasons
+        .iter()
+        .find(|r| r.source() == proto::ReasonSource::Rule)
+        .expect("a rule reason");
+    assert!(
+        rule.message.contains("60,038.00 CNY sent in the last hour"),
+        "{}",
+        rule.message
+    );
+    let model = resp
+        .reasons
+        .iter()
+        .find(|r| r.source() == proto::ReasonSource::Model)
+        .expect("a model reason");
+    assert!(
+        model.message.contains("fraud probability"),
+        "{}",
+        model.message
+    );
+    assert!(resp.risk_score > small.risk_score);
     server.stop().await;
 }
 

@@ -1,0 +1,53 @@
+//! Per-payment inference cost: logistic and a 100-tree depth-8 forest over 50 features.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/model_support/mod.rs"]
+mod model_support;
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use fengkong::model::{train, Algo, TrainParams};
+use model_support::{names, synthetic};
+
+const COLS: usize = 50;
+
+fn bench(c: &mut Criterion) {
+    let (x, y) = synthetic(100_000, COLS, 11);
+    let rows: Vec<Vec<f64>> = x
+        .rows()
+        .into_iter()
+        .take(4096)
+        .map(|r| r.to_vec())
+        .collect();
+    for algo in [Algo::Logistic, Algo::Forest] {
+        let p = TrainParams {
+            algo,
+            trees: 100,
+            max_depth: 8,
+            min_samples_leaf: 5,
+            ..TrainParams::default()
+        };
+        let a = train(&x, &y, &names(COLS), &p, &mut |_| {}).unwrap();
+        if let fengkong::model::ModelBody::Forest(f) = &a.body {
+            let nodes: usize = f.trees.iter().map(|t| t.feature.len()).sum();
+            eprintln!("forest: {} trees, {nodes} nodes", f.trees.len());
+        }
+        let s = a.scorer();
+        let mut contrib = vec![0.0; COLS];
+        let mut top = Vec::with_capacity(5);
+        let mut i = 0;
+        c.bench_function(&format!("{algo:?}/score+top5"), |b| {
+            b.iter(|| {
+                i = (i + 1) % rows.len();
+                let p = s.score(black_box(&rows[i]), &mut contrib);
+                s.top_factors(&contrib, 5, &mut top);
+                black_box((p, top.len()))
+            })
+        });
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

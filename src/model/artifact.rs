@@ -1,0 +1,453 @@
+//! The model file: its JSON layout, content-hash version, atomic save and the validating load.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::infer::Scorer;
+use super::train::{Algo, TrainParams};
+use super::ModelError;
+
+/// The only layout this build reads; bump it whenever a field changes meaning.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A model file larger than this is refused before parsing: a 1000-tree depth-12 forest is
+/// well under it, so anything bigger is a wrong path or a runaway export.
+const MAX_FILE_BYTES: u64 = 512 * 1024 * 1024;
+
+/// More nodes than this in one tree cannot come from `train` (depth is capped at 30 but
+/// leaves need `min_samples_leaf` rows) and would only waste memory at load.
+const MAX_NODES_PER_TREE: usize = 1 << 22;
+
+/// Marks a leaf in [`TreeArrays::feature`].
+pub(crate) const LEAF: i64 = -1;
+
+/// Everything needed to score and to audit a trained model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelArtifact {
+    pub format_version: u32,
+    /// `"<algo>-<first 12 hex of sha256 of the canonical JSON with this field empty>"`.
+    pub version: String,
+    pub algo: Algo,
+    pub params: TrainParams,
+    /// Ordered: position `i` is the `i`-th value of the engine's feature vector.
+    pub feature_names: Vec<String>,
+    pub training_period: TrainingPeriod,
+    /// sha256 over feature names, the matrix (f64 little-endian, row-major) and labels.
+    pub data_sha256: String,
+    pub train_rows: u64,
+    pub train_positives: u64,
+    pub validation_rows: u64,
+    pub validation_positives: u64,
+    #[serde(deserialize_with = "de_map_f64")]
+    pub validation_metrics: BTreeMap<String, f64>,
+    pub created_at_ms: i64,
+    pub body: ModelBody,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainingPeriod {
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ModelBody {
+    Logistic(LogisticBody),
+    Forest(ForestBody),
+}
+
+/// `raw = bias + Σ weight_i · z_i` with `z_i = (t(x_i) - mean_i) / std_i`, `t` = log1p or identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogisticBody {
+    pub scaling: Vec<FeatureScaling>,
+    #[serde(deserialize_with = "de_vec_f64")]
+    pub weights: Vec<f64>,
+    /// Already corrected for positive-row replication (class weight): calibrated log-odds.
+    #[serde(deserialize_with = "de_f64")]
+    pub bias: f64,
+    /// Each positive row was fed to the optimiser this many times (integer class weight).
+    pub positive_replication: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureScaling {
+    /// Money and count features are heavy-tailed; log1p keeps one huge payment from
+    /// dominating the linear score.
+    pub log1p: bool,
+    #[serde(deserialize_with = "de_f64")]
+    pub mean: f64,
+    #[serde(deserialize_with = "de_f64")]
+    pub std: f64,
+}
+
+/// `raw = log_odds_shift + mean over trees of the reached leaf's value`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForestBody {
+    pub sampling: Sampling,
+    /// Intercept that makes the mean training score equal the training fraud rate; already
+    /// included in `log_odds_shift`, kept separately for audit.
+    #[serde(deserialize_with = "de_f64")]
+    pub calibration_shift: f64,
+    /// `ln(rate) + calibration_shift`: `ln(rate)` undoes the class-balanced sampling, i.e.
+    /// `p' = p / (p + (1 - p) / rate)`.
+    #[serde(deserialize_with = "de_f64")]
+    pub log_odds_shift: f64,
+    pub trees: Vec<TreeArrays>,
+}
+
+/// How each tree's training rows were drawn (with replacement) from the training split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    pub positives_per_tree: u64,
+    pub negatives_per_tree: u64,
+    /// (negatives drawn / negatives available) / (positives drawn / positives available).
+    #[serde(deserialize_with = "de_f64")]
+    pub rate: f64,
+    /// Weight linfa gave each positive row when choosing splits (not used for node values).
+    #[serde(deserialize_with = "de_f64")]
+    pub positive_weight: f64,
+}
+
+/// One tree as parallel arrays; node 0 is the root and children always have larger indices,
+/// which is what makes a load-time cycle check a simple comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TreeArrays {
+    /// Feature index tested at the node, or -1 for a leaf.
+    pub feature: Vec<i64>,
+    /// Go left when `x[feature] <= threshold`.
+    #[serde(deserialize_with = "de_vec_f64")]
+    pub threshold: Vec<f64>,
+    pub left: Vec<u32>,
+    pub right: Vec<u32>,
+    /// Smoothed log-odds of the positive class among the tree's sample rows reaching the node.
+    #[serde(deserialize_with = "de_vec_f64")]
+    pub value: Vec<f64>,
+}
+
+// serde_json writes non-finite floats as `null`; reading them back as NaN lets validation name
+// the offending field instead of failing with a generic type error.
+fn de_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+fn de_vec_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    let v = Vec::<Option<f64>>::deserialize(d)?;
+    Ok(v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
+}
+
+fn de_map_f64<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
+    let m = BTreeMap::<String, Option<f64>>::deserialize(d)?;
+    Ok(m.into_iter()
+        .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
+        .collect())
+}
+
+impl ModelArtifact {
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn scorer(&self) -> Scorer {
+        Scorer::new(self)
+    }
+
+    /// The version this content should carry: hashing with `version` blanked makes it a pure
+    /// function of everything else, so two files with the same version score identically.
+    pub fn compute_version(&self) -> Result<String, ModelError> {
+        let mut blank = self.clone();
+        blank.version = String::new();
+        let json = serde_json::to_vec(&blank).map_err(|e| ModelError::Serialize(e.to_string()))?;
+        let digest = hex::encode(Sha256::digest(&json));
+        let algo = match self.algo {
+            Algo::Logistic => "logistic",
+            Algo::Forest => "forest",
+        };
+        Ok(format!("{algo}-{}", &digest[..12]))
+    }
+
+    /// Writes to a temporary file in the same directory, fsyncs it, then renames over `path`,
+    /// so a crash leaves either the old model or the new one, never half of one.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), ModelError> {
+        let path = path.as_ref();
+        self.validate()?;
+        let json =
+            serde_json::to_vec_pretty(self).map_err(|e| ModelError::Serialize(e.to_string()))?;
+        let io = |op: &'static str, p: &Path| {
+            let p = p.to_path_buf();
+            move |source| ModelError::Io {
+                op,
+                path: p,
+                source,
+            }
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".to_string());
+        // Unique per process and per call, so concurrent saves never share a temp file.
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+        let write = || -> Result<(), ModelError> {
+            let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
+            f.write_all(&json).map_err(io("write", &tmp))?;
+            f.sync_all().map_err(io("fsync", &tmp))?;
+            std::fs::rename(&tmp, path).map_err(io("rename into", path))
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        // The rename is durable only once the directory entry is; not every platform can
+        // open a directory, so failure here is not an error.
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Reads and fully validates a model; `expected_features` is the engine's ordered list.
+    pub fn load(
+        path: impl AsRef<Path>,
+        expected_features: &[String],
+    ) -> Result<ModelArtifact, ModelError> {
+        let path = path.as_ref();
+        let io = |op: &'static str| {
+            let p = path.to_path_buf();
+            move |source| ModelError::Io {
+                op,
+                path: p,
+                source,
+            }
+        };
+        let size = std::fs::metadata(path).map_err(io("stat"))?.len();
+        if size > MAX_FILE_BYTES {
+            return Err(ModelError::TooLarge {
+                size,
+                limit: MAX_FILE_BYTES,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(io("read"))?;
+        Self::from_slice(&bytes, expected_features)
+    }
+
+    /// [`ModelArtifact::load`] without the file system.
+    pub fn from_slice(
+        bytes: &[u8],
+        expected_features: &[String],
+    ) -> Result<ModelArtifact, ModelError> {
+        // Read the format version alone first, so a future layout is reported as such rather
+        // than as whatever field it renamed.
+        #[derive(Deserialize)]
+        struct Head {
+            format_version: u32,
+        }
+        let parse_err = |e: serde_json::Error| {
+            if e.is_eof() {
+                ModelError::Truncated(e.to_string())
+            } else {
+                ModelError::Corrupt(e.to_string())
+            }
+        };
+        let head: Head = serde_json::from_slice(bytes).map_err(parse_err)?;
+        if head.format_version != FORMAT_VERSION {
+            return Err(ModelError::UnsupportedFormat {
+                found: head.format_version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let artifact: ModelArtifact = serde_json::from_slice(bytes).map_err(parse_err)?;
+        artifact.validate()?;
+        artifact.check_features(expected_features)?;
+        let computed = artifact.compute_version()?;
+        if computed != artifact.version {
+            return Err(ModelError::VersionMismatch {
+                stored: artifact.version.clone(),
+                computed,
+            });
+        }
+        Ok(artifact)
+    }
+
+    /// Names missing, extra and moved features, in the engine's terms.
+    pub fn check_features(&self, expected: &[String]) -> Result<(), ModelError> {
+        if self.feature_names.as_slice() == expected {
+            return Ok(());
+        }
+        let model_pos: HashMap<&str, usize> = self
+            .feature_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        let engine_pos: HashMap<&str, usize> = expected
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        let missing = expected
+            .iter()
+            .filter(|n| !model_pos.contains_key(n.as_str()))
+            .cloned()
+            .collect();
+        let extra = self
+            .feature_names
+            .iter()
+            .filter(|n| !engine_pos.contains_key(n.as_str()))
+            .cloned()
+            .collect();
+        let out_of_order = self
+            .feature_names
+            .iter()
+            .enumerate()
+            .filter_map(|(m, n)| match engine_pos.get(n.as_str()) {
+                Some(&e) if e != m => Some((n.clone(), m, e)),
+                _ => None,
+            })
+            .collect();
+        Err(ModelError::FeatureMismatch {
+            missing,
+            extra,
+            out_of_order,
+        })
+    }
+
+    /// Structural checks that make [`Scorer`] safe and total: every number finite, every
+    /// array the right length, every tree a tree.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(ModelError::UnsupportedFormat {
+                found: self.format_version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let n = self.feature_names.len();
+        if n == 0 {
+            return Err(ModelError::BadShape("no features".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = self.feature_names.iter().find(|f| !seen.insert(f.as_str())) {
+            return Err(ModelError::BadShape(format!("duplicate feature `{dup}`")));
+        }
+        for (k, v) in &self.validation_metrics {
+            finite(*v, || format!("validation_metrics.{k}"))?;
+        }
+        match (&self.body, self.algo) {
+            (ModelBody::Logistic(b), Algo::Logistic) => validate_logistic(b, n),
+            (ModelBody::Forest(b), Algo::Forest) => validate_forest(b, n),
+            _ => Err(ModelError::BadShape(
+                "algo does not match model body".into(),
+            )),
+        }
+    }
+}
+
+fn finite(v: f64, field: impl FnOnce() -> String) -> Result<(), ModelError> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(ModelError::NonFinite(field()))
+    }
+}
+
+fn validate_logistic(b: &LogisticBody, n: usize) -> Result<(), ModelError> {
+    if b.weights.len() != n || b.scaling.len() != n {
+        return Err(ModelError::BadShape(format!(
+            "{n} features but {} weights and {} scalings",
+            b.weights.len(),
+            b.scaling.len()
+        )));
+    }
+    finite(b.bias, || "logistic.bias".into())?;
+    for (i, w) in b.weights.iter().enumerate() {
+        finite(*w, || format!("logistic.weights[{i}]"))?;
+    }
+    for (i, s) in b.scaling.iter().enumerate() {
+        finite(s.mean, || format!("logistic.scaling[{i}].mean"))?;
+        finite(s.std, || format!("logistic.scaling[{i}].std"))?;
+        if s.std <= 0.0 {
+            return Err(ModelError::BadShape(format!(
+                "logistic.scaling[{i}].std must be positive"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn validate_forest(b: &ForestBody, n: usize) -> Result<(), ModelError> {
+    finite(b.log_odds_shift, || "forest.log_odds_shift".into())?;
+    finite(b.calibration_shift, || "forest.calibration_shift".into())?;
+    finite(b.sampling.rate, || "forest.sampling.rate".into())?;
+    finite(b.sampling.positive_weight, || {
+        "forest.sampling.positive_weight".into()
+    })?;
+    if b.trees.is_empty() {
+        return Err(ModelError::BadShape("forest has no trees".into()));
+    }
+    for (t, tree) in b.trees.iter().enumerate() {
+        validate_tree(t, tree, n)?;
+    }
+    Ok(())
+}
+
+fn validate_tree(t: usize, tree: &TreeArrays, n_features: usize) -> Result<(), ModelError> {
+    let len = tree.feature.len();
+    let bad = |node: usize, reason: String| ModelError::BadTree {
+        tree: t,
+        node,
+        reason,
+    };
+    if len == 0 || len > MAX_NODES_PER_TREE {
+        return Err(bad(0, format!("tree has {len} nodes")));
+    }
+    if tree.threshold.len() != len
+        || tree.left.len() != len
+        || tree.right.len() != len
+        || tree.value.len() != len
+    {
+        return Err(bad(0, "node arrays differ in length".into()));
+    }
+    // Children strictly after their parent rules out cycles; one parent per node rules out
+    // shared subtrees, which would double-count Saabas credit.
+    let mut has_parent = vec![false; len];
+    for i in 0..len {
+        finite(tree.value[i], || format!("forest.trees[{t}].value[{i}]"))?;
+        let f = tree.feature[i];
+        if f == LEAF {
+            continue;
+        }
+        if f < 0 || f as u64 >= n_features as u64 {
+            return Err(bad(
+                i,
+                format!("feature index {f} out of range 0..{n_features}"),
+            ));
+        }
+        finite(tree.threshold[i], || {
+            format!("forest.trees[{t}].threshold[{i}]")
+        })?;
+        for child in [tree.left[i] as usize, tree.right[i] as usize] {
+            if child <= i || child >= len {
+                return Err(bad(
+                    i,
+                    format!("child index {child} must lie in {}..{len}", i + 1),
+                ));
+            }
+            if std::mem::replace(&mut has_parent[child], true) {
+                return Err(bad(child, "node has two parents".into()));
+            }
+        }
+    }
+    if let Some(orphan) = (1..len).find(|&i| !has_parent[i]) {
+        return Err(bad(orphan, "node is unreachable from the root".into()));
+    }
+    Ok(())
+}
