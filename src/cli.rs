@@ -574,6 +574,7 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             commit_gather: Duration::from_micros(config.commit_delay_us),
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
             watch_rules: config.watch_rules.then(|| config.rules_dir.clone()),
+            watch_model: config.model_path.clone().filter(|_| config.watch_rules),
         };
         let listeners = crate::server::Listeners { grpc, http };
         crate::server::run(listeners, engine, options, shutdown_signal()).await?;

@@ -25,7 +25,7 @@ pub struct Config {
     /// Risk points the model adds per unit of fraud probability (100: a probability of 0.6
     /// adds 60 points, enough for review under the default policy).
     pub model_weight: f64,
-    /// Reload the rules when a file in `rules_dir` changes.
+    /// Reload the rules when a file in `rules_dir` changes, and the model when its file does.
     pub watch_rules: bool,
     /// Features file; none means the bundled default set.
     pub features_file: Option<PathBuf>,

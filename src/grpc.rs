@@ -180,6 +180,37 @@ impl proto::risk_engine_server::RiskEngine for RiskEngineService {
     }
 }
 
+pub struct ModelAdminService {
+    engine: EngineHandle,
+    keys: Keys,
+}
+
+impl ModelAdminService {
+    pub fn new(engine: EngineHandle, keys: Keys) -> ModelAdminService {
+        ModelAdminService { engine, keys }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::model_admin_server::ModelAdmin for ModelAdminService {
+    async fn reload_model(
+        &self,
+        request: Request<proto::ReloadModelRequest>,
+    ) -> Result<Response<proto::ReloadModelResponse>, Status> {
+        let caller = authorize(&self.keys, &request, &[Role::Analyst], "reload the model")?;
+        let (model_version, changed) =
+            self.engine.run(|e| e.reload_model()).await?.map_err(|e| {
+                tracing::error!(by = %caller.describe(), error = %e, "model reload refused");
+                status(e)
+            })?;
+        tracing::info!(by = %caller.describe(), %model_version, changed, "model reload requested");
+        Ok(Response::new(proto::ReloadModelResponse {
+            model_version,
+            changed,
+        }))
+    }
+}
+
 pub struct RuleAdminService {
     engine: EngineHandle,
     keys: Keys,

@@ -15,9 +15,10 @@ use tonic::Status;
 use crate::auth::{KeyError, Keys};
 use crate::commit::GroupCommit;
 use crate::engine::{Engine, EngineError};
-use crate::grpc::{self, RiskEngineService, RuleAdminService};
+use crate::grpc::{self, ModelAdminService, RiskEngineService, RuleAdminService};
 use crate::proto::{
-    self, risk_engine_server::RiskEngineServer, rule_admin_server::RuleAdminServer,
+    self, model_admin_server::ModelAdminServer, risk_engine_server::RiskEngineServer,
+    rule_admin_server::RuleAdminServer,
 };
 use crate::telemetry::Telemetry;
 
@@ -48,6 +49,8 @@ pub struct ServeOptions {
     /// Folder watched for rule changes (reloaded within a second of a change); none
     /// turns watching off (ReloadRules and SIGHUP still work).
     pub watch_rules: Option<PathBuf>,
+    /// Model file watched the same way (ReloadModel and SIGHUP work without it).
+    pub watch_model: Option<PathBuf>,
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight calls finish, stops the engine
@@ -73,7 +76,10 @@ pub async fn run(
 
     let mut background = vec![tokio::spawn(refresh_keys(keys.clone()))];
     if let Some(dir) = options.watch_rules {
-        background.push(tokio::spawn(watch_rules(handle.clone(), dir)));
+        background.push(tokio::spawn(watch(handle.clone(), dir, Reload::Rules)));
+    }
+    if let Some(file) = options.watch_model {
+        background.push(tokio::spawn(watch(handle.clone(), file, Reload::Model)));
     }
     #[cfg(unix)]
     background.push(tokio::spawn(reload_on_sighup(handle.clone())));
@@ -101,7 +107,8 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let risk_engine = RiskEngineService::new(handle.clone(), decisions, keys.clone(), telemetry);
-    let rule_admin = RuleAdminService::new(handle, keys);
+    let rule_admin = RuleAdminService::new(handle.clone(), keys.clone());
+    let model_admin = ModelAdminService::new(handle, keys);
 
     let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
     let signalled = Arc::new(Notify::new());
@@ -111,6 +118,7 @@ pub async fn run(
         .add_service(reflection)
         .add_service(RiskEngineServer::new(risk_engine))
         .add_service(RuleAdminServer::new(rule_admin))
+        .add_service(ModelAdminServer::new(model_admin))
         // Without TCP_NODELAY small responses wait on delayed ACKs: ~10 ms per call.
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
@@ -250,21 +258,36 @@ async fn refresh_keys(keys: Keys) {
     }
 }
 
-async fn reload_rules(engine: &EngineHandle, trigger: &str) {
-    match engine.run(|e| e.reload_rules()).await {
-        Ok(Ok(r)) if r.changed => tracing::info!(trigger, version = %r.version, "rules reloaded"),
+#[derive(Debug, Clone, Copy)]
+enum Reload {
+    Rules,
+    Model,
+}
+
+async fn reload(engine: &EngineHandle, what: Reload, trigger: &str) {
+    let result = match what {
+        Reload::Rules => {
+            engine
+                .run(|e| e.reload_rules().map(|r| (r.version, r.changed)))
+                .await
+        }
+        Reload::Model => engine.run(|e| e.reload_model()).await,
+    };
+    match result {
+        Ok(Ok((version, true))) => tracing::info!(trigger, ?what, %version, "reloaded"),
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
-            tracing::error!(trigger, error = %e, "rules not reloaded; keeping the last good set")
+            tracing::error!(trigger, ?what, error = %e, "not reloaded; keeping the last good one")
         }
-        Err(e) => tracing::warn!(trigger, error = %e, "rules reload not run"),
+        Err(e) => tracing::warn!(trigger, ?what, error = %e, "reload not run"),
     }
 }
 
-/// Polls the rules folder once a second; any change (a file added, removed, rewritten)
-/// triggers a reload. Polling is enough at this scale and behaves the same on every
-/// filesystem, including network mounts where change notifications are unreliable.
-async fn watch_rules(engine: EngineHandle, dir: PathBuf) {
+/// Polls the rules folder (or the model file) once a second; any change (a file added,
+/// removed, rewritten) triggers a reload. Polling is enough at this scale and behaves the
+/// same on every filesystem, including network mounts where change notifications are
+/// unreliable.
+async fn watch(engine: EngineHandle, dir: PathBuf, what: Reload) {
     let fingerprint =
         move |dir: PathBuf| tokio::task::spawn_blocking(move || dir_fingerprint(&dir));
     let mut last = fingerprint(dir.clone()).await.ok();
@@ -274,14 +297,19 @@ async fn watch_rules(engine: EngineHandle, dir: PathBuf) {
         let now = fingerprint(dir.clone()).await.ok();
         if now != last {
             last = now;
-            reload_rules(&engine, "file change").await;
+            reload(&engine, what, "file change").await;
         }
     }
 }
 
-/// Names, sizes and modification times of every file under `dir`.
+/// Names, sizes and modification times of `path` or of every file under it.
 fn dir_fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     let mut out = Vec::new();
+    if let Ok(m) = std::fs::metadata(dir) {
+        if m.is_file() {
+            return vec![(dir.to_owned(), m.len(), m.modified().ok())];
+        }
+    }
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else {
@@ -308,6 +336,7 @@ async fn reload_on_sighup(engine: EngineHandle) {
         return;
     };
     while hangups.recv().await.is_some() {
-        reload_rules(&engine, "SIGHUP").await;
+        reload(&engine, Reload::Rules, "SIGHUP").await;
+        reload(&engine, Reload::Model, "SIGHUP").await;
     }
 }

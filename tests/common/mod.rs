@@ -43,6 +43,7 @@ impl TestServer {
             commit_gather: Duration::ZERO,
             shutdown_grace: Duration::from_secs(5),
             watch_rules: config.watch_rules.then(|| config.rules_dir.clone()),
+            watch_model: config.model_path.clone().filter(|_| config.watch_rules),
         };
         let task = tokio::spawn(async move {
             fengkong::server::run(listeners, engine, options, async {
