@@ -4,14 +4,21 @@
 //!
 //! ```text
 //! request.rs   ScoreRequest ──validate──▶ payment.rs  Payment
-//! policy.rs    Payment ──▶ Assessment (action, risk score, reasons with the numbers)
-//! engine.rs    the pipeline: idempotency, assessment, decision record (one thread)
-//! store.rs     decision records in sled        commit.rs  group commit (durability)
-//! server.rs    gRPC boundary: tonic service, health, reflection, error → status
+//! features/    Payment ──▶ sliding-window feature values (sled-backed, checkpointed)
+//! model/       feature values ──▶ fraud probability and its top factors
+//! vars.rs      payment fields + features ──▶ the variables rules read
+//! rules/       parse → compile → evaluate → verdict (action, risk score)
+//! decision.rs  hits ──▶ reasons with their numbers and evidence
+//! engine.rs    the pipeline on one thread; decision log; feature recovery
+//! store.rs     decision records and the log in sled   commit.rs  group commit
+//! server.rs    runs it: engine thread, reloads, shutdown;  grpc.rs  services, errors → status
 //! ```
 //!
-//! `telemetry.rs` + `http.rs` export metrics; `loadgen.rs` measures the server from outside.
-//! `config.rs` holds every tunable; `cli.rs` and `main.rs` only wire things up.
+//! Around it: `auth.rs` (keys and roles), `telemetry.rs` + `http.rs` (metrics),
+//! `loadgen.rs` (load from outside), and the offline path that shares the engine:
+//! `events.rs` (labeled CSV), `simulate.rs`, `replay.rs`, `backtest.rs`, `training.rs`,
+//! `quality.rs` (ranking metrics). `config.rs` holds every tunable; `cli.rs` and `main.rs`
+//! only wire things up.
 
 pub mod auth;
 pub mod backtest;
