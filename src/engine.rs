@@ -474,6 +474,13 @@ impl Engine {
             self.next_seq += 1;
             self.since_checkpoint += 1;
             if self.since_checkpoint >= self.config.feature_checkpoint_every {
+                // Cold entities are only compacted when touched; walk a slice of the stored
+                // ones each time, so state outside every window is deleted even if its
+                // entity never pays again. Time is the store's own watermark.
+                let swept = self.features.sweep(i64::MAX, SWEEP_PER_CHECKPOINT)?;
+                if swept.deleted > 0 {
+                    tracing::debug!(deleted = swept.deleted, "expired feature state removed");
+                }
                 // In the background: the log already makes these payments durable.
                 self.features
                     .start_checkpoint(&(self.next_seq - 1).to_be_bytes())?;
@@ -545,6 +552,9 @@ impl Engine {
         })
     }
 }
+
+/// Stored entity states examined for expiry at each checkpoint.
+const SWEEP_PER_CHECKPOINT: usize = 2_000;
 
 /// How many model factors each decision explains.
 const TOP_FACTORS: usize = 3;
@@ -735,6 +745,45 @@ pub(crate) mod tests {
             engine.report_outcome(&early, NOW),
             Err(EngineError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn state_of_an_entity_that_never_pays_again_is_swept_away() {
+        let dir = tempfile::tempdir().unwrap();
+        // A tiny cache: the sweep walks stored states that are not held in memory.
+        let config = Config {
+            feature_checkpoint_every: 1,
+            feature_cache_entities: 2,
+            ..test_config(dir.path())
+        };
+        let mut engine = Engine::open(&config).unwrap();
+        let mut old = valid_request();
+        old.event_time_ms = NOW - 500 * 86_400_000;
+        old.payer.as_mut().unwrap().account_id = "gone-payer".into();
+        engine.score(&old, NOW).unwrap();
+        let stored = |engine: &Engine| {
+            engine
+                .features
+                .tree()
+                .iter()
+                .keys()
+                .filter(|k| k.as_ref().unwrap().windows(10).any(|w| w == b"gone-payer"))
+                .count()
+        };
+        engine.checkpoint().unwrap();
+        assert!(stored(&engine) > 0);
+        for i in 0..3 {
+            let mut new = valid_request();
+            new.payment_id = format!("new-{i}");
+            new.event_time_ms = NOW - 100 * 86_400_000 + i;
+            engine.score(&new, NOW).unwrap();
+        }
+        engine.features.wait_checkpoint().unwrap();
+        assert_eq!(
+            stored(&engine),
+            0,
+            "a year past every window, nothing is kept"
+        );
     }
 
     #[test]
