@@ -23,8 +23,10 @@ fn spawn_server(data_dir: &Path) -> Proc {
     spawn_server_with(data_dir, &[])
 }
 
-fn spawn_server_with(data_dir: &Path, extra: &[&str]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fengkong"))
+/// `fengkong serve` on free loopback ports.
+fn serve_command(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fengkong"));
+    command
         .args([
             "serve",
             "--listen",
@@ -33,7 +35,12 @@ fn spawn_server_with(data_dir: &Path, extra: &[&str]) -> Proc {
             "127.0.0.1:0",
             "--data-dir",
         ])
-        .arg(data_dir)
+        .arg(data_dir);
+    command
+}
+
+fn spawn_server_with(data_dir: &Path, extra: &[&str]) -> Proc {
+    let mut child = serve_command(data_dir)
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -121,16 +128,7 @@ async fn sigterm_shuts_down_cleanly_and_a_second_server_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = spawn_server(dir.path());
 
-    let second = Command::new(env!("CARGO_BIN_EXE_fengkong"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
+    let second = serve_command(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
