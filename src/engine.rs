@@ -193,6 +193,15 @@ impl Engine {
         Ok(replayed)
     }
 
+    /// After a failure that may have left the in-memory windows ahead of the log, rebuilds
+    /// them from the log; returns the original error.
+    fn rebuild_after(&mut self, error: EngineError) -> EngineError {
+        if let Err(recovery) = self.recover() {
+            tracing::error!(error = %recovery, "cannot rebuild feature windows after a failure");
+        }
+        error
+    }
+
     /// Writes the feature windows' changed state to sled, marked with the last log entry it
     /// includes. Runs every `feature_checkpoint_every` log entries and at shutdown.
     pub fn checkpoint(&mut self) -> Result<(), EngineError> {
@@ -314,7 +323,13 @@ impl Engine {
         let started = Instant::now();
         let payment = payment_from_request(req, &self.config.limits, now_ms)?;
 
-        let observation = self.features.observe(&payment, &mut self.values)?;
+        // Everything that can fail comes before the windows change or in `write`, which
+        // rebuilds them from the log on failure: memory never counts an unlogged payment.
+        let decision_id = format!("d-{:016x}", self.db.generate_id()?);
+        let observation = match self.features.observe(&payment, &mut self.values) {
+            Ok(observation) => observation,
+            Err(e) => return Err(self.rebuild_after(e.into())),
+        };
         if observation.late {
             self.telemetry.late_events.inc();
         }
@@ -363,7 +378,7 @@ impl Engine {
                 .inc();
         }
         let response = ScoreResponse {
-            decision_id: format!("d-{:016x}", self.db.generate_id()?),
+            decision_id,
             payment_id: payment.payment_id.clone(),
             action: decision::action(verdict.action) as i32,
             risk_score: verdict.risk_score.clamp(0.0, 100.0).round() as u32,
@@ -463,12 +478,10 @@ impl Engine {
             self.decisions.stage_log(&mut batch, self.next_seq, entry);
         }
         if let Err(e) = self.decisions.apply(batch) {
-            if entry.is_some() {
-                if let Err(recovery) = self.recover() {
-                    tracing::error!(error = %recovery, "cannot rebuild feature windows after a failed write");
-                }
-            }
-            return Err(e.into());
+            return Err(match entry {
+                Some(_) => self.rebuild_after(e.into()),
+                None => e.into(),
+            });
         }
         if entry.is_some() {
             self.next_seq += 1;
@@ -529,8 +542,12 @@ impl Engine {
                     .any(|o| outcome_kind(o.outcome).is_ok_and(OutcomeKind::is_bad));
             let entry = if first_bad {
                 let payment = stored_payment(&stored_request)?;
-                self.features
-                    .record_outcome(&payment, kind, req.reported_at_ms)?;
+                if let Err(e) = self
+                    .features
+                    .record_outcome(&payment, kind, req.reported_at_ms)
+                {
+                    return Err(self.rebuild_after(e.into()));
+                }
                 Some(LogEntry::Outcome {
                     payment_id: req.payment_id.clone(),
                     outcome: req.outcome,
