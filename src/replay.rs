@@ -205,6 +205,8 @@ pub fn scratch_engine(
         rules_dir: rules_dir.to_owned(),
         features_file: features_file.map(ToOwned::to_owned),
         model_path: model.map(ToOwned::to_owned),
+        // The store is thrown away after the run: windows stay in memory, never checkpointed.
+        feature_checkpoint_every: usize::MAX,
         ..crate::config::Config::default()
     };
     let engine = Engine::open(&config)?;
