@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use crate::config::{Config, Limits};
 use crate::decision;
-use crate::features::{FeatureError, FeatureFileError, FeatureSet, FeatureStore, StoreOptions};
+use crate::features::{
+    CacheStats, FeatureError, FeatureFileError, FeatureSet, FeatureStore, StoreOptions,
+};
 use crate::model::{ModelArtifact, Scorer};
 use crate::payment::{OutcomeKind, Payment};
 use crate::proto::{self, Decision, ScoreRequest, ScoreResponse};
@@ -85,6 +87,9 @@ pub struct Engine {
     contributions: Vec<f64>,
     factors: Vec<(usize, f64)>,
     last_probability: f64,
+    /// Feature cache counts already reported to telemetry.
+    cache_seen: CacheStats,
+
     /// Sequence number of the next log entry.
     next_seq: u64,
     /// Log entries since the feature store's last checkpoint.
@@ -134,6 +139,7 @@ impl Engine {
             contributions: Vec::new(),
             factors: Vec::new(),
             last_probability: 0.0,
+            cache_seen: CacheStats::default(),
             next_seq,
             since_checkpoint: 0,
         };
@@ -333,6 +339,14 @@ impl Engine {
         if observation.late {
             self.telemetry.late_events.inc();
         }
+        let stats = self.features.cache_stats();
+        self.telemetry
+            .cache_hits
+            .inc_by(stats.hits - self.cache_seen.hits);
+        self.telemetry
+            .cache_misses
+            .inc_by(stats.misses - self.cache_seen.misses);
+        self.cache_seen = stats;
         let features_done = Instant::now();
         self.telemetry.stage("features", features_done - started);
 

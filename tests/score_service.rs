@@ -368,6 +368,19 @@ async fn metrics_count_calls_by_action_and_code() {
     ] {
         assert!(body.contains(expected), "missing {expected} in\n{body}");
     }
+    // The first payment's entities were all new: every lookup missed the cache.
+    let misses: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("fengkong_feature_cache_misses_total "))
+        .expect("cache misses exported")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(misses >= 5.0, "{misses}");
+    assert!(
+        body.contains("fengkong_feature_cache_hits_total 0"),
+        "{body}"
+    );
     let (status, body) = common::http_get(server.http_addr, "/healthz").await;
     assert!(
         status.contains("200") && body.contains("ok"),

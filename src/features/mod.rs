@@ -101,7 +101,7 @@ mod store;
 mod tests;
 
 pub use spec::{Aggregate, FeatureDef, FeatureSet, Field, Filter, Window};
-pub use store::{FeatureStore, Observation, StoreOptions, SweepStats};
+pub use store::{CacheStats, FeatureStore, Observation, StoreOptions, SweepStats};
 
 /// A features file could not be read or is invalid.
 #[derive(Debug, thiserror::Error)]

@@ -51,6 +51,13 @@ impl Observation {
     }
 }
 
+/// How often an entity state was found in memory rather than read from sled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+}
+
 /// Progress of one [`FeatureStore::sweep`] call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepStats {
@@ -84,6 +91,7 @@ pub struct FeatureStore {
     capacity: usize,
     tick: u64,
     watermark: Option<i64>,
+    stats: CacheStats,
     /// Keys of the entity states changed since the last checkpoint.
     dirty_keys: Vec<Vec<u8>>,
     /// The last checkpoint's write, running on its own thread.
@@ -125,15 +133,20 @@ fn build_key(plan: &EntityPlan, p: &Payment, key: &mut Vec<u8>) -> bool {
     true
 }
 
+#[allow(clippy::too_many_arguments)]
 fn load<'c>(
     cache: &'c mut HashMap<Vec<u8>, Cached>,
+    stats: &mut CacheStats,
     tree: &sled::Tree,
     key: &[u8],
     entity: usize,
     meta: &EntityMeta,
     tick: u64,
 ) -> Result<&'c mut Cached, FeatureError> {
-    if !cache.contains_key(key) {
+    if cache.contains_key(key) {
+        stats.hits += 1;
+    } else {
+        stats.misses += 1;
         let kinds: Vec<&SeriesKind> = meta.kinds.iter().collect();
         let state = match tree.get(key)? {
             Some(v) => EntityState::decode(&v, &meta.sigs, &kinds)?,
@@ -314,6 +327,7 @@ impl FeatureStore {
             watermark,
             dirty_keys: Vec::new(),
             pending: None,
+            stats: CacheStats::default(),
             key: Vec::new(),
             enc: Vec::new(),
             sweep_cursor: Vec::new(),
@@ -345,6 +359,11 @@ impl FeatureStore {
 
     pub fn cached_entities(&self) -> usize {
         self.cache.len()
+    }
+
+    /// Entity states found in memory and read from sled since the store was opened.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.stats
     }
 
     /// Reads all features of `p` into `out` (one per slot) and records `p` in memory; the
@@ -390,6 +409,7 @@ impl FeatureStore {
             tick,
             watermark,
             dirty_keys,
+            stats,
             key,
             ..
         } = self;
@@ -398,7 +418,7 @@ impl FeatureStore {
                 continue;
             }
             *tick += 1;
-            let c = load(cache, tree, key, ei, &meta[ei], *tick)?;
+            let c = load(cache, stats, tree, key, ei, &meta[ei], *tick)?;
             let st = &mut c.state;
             compact(plan, st, *watermark, lateness, tz);
             for r in &plan.readers {
@@ -466,6 +486,7 @@ impl FeatureStore {
             tick,
             watermark,
             dirty_keys,
+            stats,
             key,
             ..
         } = self;
@@ -480,7 +501,7 @@ impl FeatureStore {
                 continue;
             }
             *tick += 1;
-            let c = load(cache, tree, key, ei, &meta[ei], *tick)?;
+            let c = load(cache, stats, tree, key, ei, &meta[ei], *tick)?;
             let st = &mut c.state;
             compact(plan, st, *watermark, lateness, tz);
             for (s, spec) in st.series.iter_mut().zip(&plan.series) {
