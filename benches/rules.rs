@@ -19,11 +19,7 @@ fn typical<'a>(s: &Schema, set: &[(&str, Value<'a>)]) -> Vec<Value<'a>> {
 
 fn bench(c: &mut Criterion) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = if root.join("rules/default").is_dir() {
-        root.join("rules/default")
-    } else {
-        root.join("rules")
-    };
+    let dir = root.join("rules");
     let schema = fengkong::vars::schema(&fengkong::features::FeatureSet::defaults());
     let rs = match RuleSet::load_dir(&dir, &schema) {
         Ok(rs) => rs,

@@ -27,11 +27,7 @@ static GLOBAL: Counting = Counting;
 
 fn pack() -> (Schema, RuleSet) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = if root.join("rules/default").is_dir() {
-        root.join("rules/default")
-    } else {
-        root.join("rules")
-    };
+    let dir = root.join("rules");
     let schema = fengkong::vars::schema(&fengkong::features::FeatureSet::defaults());
     let rs = RuleSet::load_dir(&dir, &schema).unwrap_or_else(|e| panic!("{e}"));
     (schema, rs)

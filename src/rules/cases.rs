@@ -265,15 +265,9 @@ mod tests {
     use crate::rules::test_schema::schema;
     use std::path::PathBuf;
 
-    /// The bundled pack: `rules/default` here, `rules/` once copied.
+    /// The bundled pack.
     pub(crate) fn pack_dir() -> PathBuf {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let d = root.join("rules/default");
-        if d.is_dir() {
-            d
-        } else {
-            root.join("rules")
-        }
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules")
     }
 
     #[test]

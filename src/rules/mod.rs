@@ -9,7 +9,7 @@
 //! - [`file`](mod@file): rule files (`[ruleset]`, `[params]`, `[lists]`, `[policy]`,
 //!   `[[rule]]`), list files with per-entry expiry, directory loading, versioning;
 //! - [`verdict`]: how hits combine into one action and risk score;
-//! - [`cases`]: data-driven rule tests (`rules/default/tests/*.toml`).
+//! - [`cases`]: data-driven rule tests (`rules/tests/*.toml`).
 //!
 //! # The language
 //! Types: number (f64), string, bool; checked at compile time.
