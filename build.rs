@@ -13,5 +13,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         .btree_map(".")
         .file_descriptor_set_path(out_dir.join("fengkong_descriptor.bin"))
         .compile_protos(&["proto/fengkong/v1/fengkong.proto"], &["proto"])?;
+    // The web page's JSON API speaks the same messages in the canonical proto3 JSON form.
+    let descriptors = std::fs::read(out_dir.join("fengkong_descriptor.bin"))?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .btree_map([".fengkong.v1"])
+        .build(&[".fengkong.v1"])?;
     Ok(())
 }

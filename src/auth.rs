@@ -133,6 +133,18 @@ impl Caller {
         }
     }
 
+    /// A merchant's own account.
+    pub fn own_account(&self) -> Option<&str> {
+        match self {
+            Caller::Key {
+                role: Role::Merchant,
+                account,
+                ..
+            } => account.as_deref(),
+            _ => None,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Caller::Open => "open-mode".into(),

@@ -38,6 +38,16 @@ pub struct Config {
     /// How long the group committer may wait to gather more writes into one flush.
     /// Zero flushes as soon as a write is waiting.
     pub commit_delay_us: u64,
+    /// While an account is LIMITED, what it may collect (as payee) or pay (as payer) in 24
+    /// hours, in fen; past it, payments are blocked. Withdrawals are held outright.
+    pub limited_daily_cap_fen: i64,
+    /// How long an overturned appeal keeps the rules that caused it quiet for the account,
+    /// unless the analyst sets an end.
+    pub appeal_suppression_days: u32,
+    /// Account actions the model takes on its own when its fraud probability reaches a
+    /// threshold, e.g. `[[model_account_actions]] probability_at = 0.97,
+    /// account_action = "limit_payee"`. None by default: rules decide freezes.
+    pub model_account_actions: Vec<ModelAccountAction>,
     /// On SIGTERM/ctrl-c, how long in-flight calls and idle clients get before connections
     /// are closed.
     pub shutdown_grace_ms: u64,
@@ -59,9 +69,19 @@ impl Default for Config {
             feature_checkpoint_every: 5_000,
             limits: Limits::default(),
             commit_delay_us: 0,
+            limited_daily_cap_fen: 200_000,
+            appeal_suppression_days: 30,
+            model_account_actions: Vec::new(),
             shutdown_grace_ms: 10_000,
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelAccountAction {
+    pub probability_at: f64,
+    pub account_action: crate::rules::AccountAction,
 }
 
 /// What a request may contain; anything outside is INVALID_ARGUMENT.

@@ -59,6 +59,17 @@ pub fn reason(rules: &RuleSet, schema: &Schema, hit: &Hit, vars: &[Value]) -> pr
             .map_or(proto::AccountAction::Unspecified, account_action)
             as i32,
         evidence,
+        remedies: rules
+            .remedies(hit, schema, vars)
+            .into_iter()
+            .map(|r| proto::Remedy {
+                message: r.message,
+                message_zh: r.message_zh,
+                name: r.name,
+                value: r.value,
+                limit: r.limit,
+            })
+            .collect(),
     }
 }
 

@@ -8,9 +8,11 @@ use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 
+use crate::accounts::AccountStore;
 use crate::auth::{AuthError, Caller, Keys, Role};
 use crate::commit::CommitError;
 use crate::engine::{self, EngineError};
+use crate::explain;
 use crate::proto;
 use crate::server::{now_ms, EngineHandle};
 use crate::store::DecisionStore;
@@ -45,9 +47,10 @@ pub fn status(error: EngineError) -> Status {
     match error {
         EngineError::Invalid(_) => Status::invalid_argument(message),
         EngineError::Conflict(_) => Status::already_exists(message),
-        EngineError::UnknownPayment(_) | EngineError::UnknownDecision(_) => {
-            Status::not_found(message)
-        }
+        EngineError::UnknownPayment(_)
+        | EngineError::UnknownDecision(_)
+        | EngineError::UnknownAppeal(_) => Status::not_found(message),
+        EngineError::AppealState(_) => Status::failed_precondition(message),
         EngineError::Rules { .. } | EngineError::FeatureFile(_) | EngineError::Model { .. } => {
             Status::failed_precondition(message)
         }
@@ -81,25 +84,56 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// What every service needs: the engine thread, read handles on the stores, the keys.
+#[derive(Clone)]
+pub struct Shared {
+    pub engine: EngineHandle,
+    pub decisions: DecisionStore,
+    pub accounts: AccountStore,
+    pub keys: Keys,
+    pub telemetry: Arc<Telemetry>,
+}
+
+/// Runs a read of the stores off the async threads.
+async fn read<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(format!("lookup task failed: {e}")))?
+        .map_err(status)
+}
+
+/// The account a merchant or analyst call is about: merchants may leave it empty to mean
+/// their own, and may name no other.
+fn account_for(caller: &Caller, requested: &str, action: &'static str) -> Result<String, Status> {
+    let account = match (requested, caller.own_account()) {
+        ("", Some(own)) => own.to_owned(),
+        ("", None) => return Err(Status::invalid_argument("account_id: must not be empty")),
+        (given, _) => given.to_owned(),
+    };
+    caller
+        .require_account(&account, action)
+        .map_err(auth_status)?;
+    Ok(account)
+}
+
 pub struct RiskEngineService {
     engine: EngineHandle,
     decisions: DecisionStore,
+    accounts: AccountStore,
     keys: Keys,
     telemetry: Arc<Telemetry>,
 }
 
 impl RiskEngineService {
-    pub fn new(
-        engine: EngineHandle,
-        decisions: DecisionStore,
-        keys: Keys,
-        telemetry: Arc<Telemetry>,
-    ) -> RiskEngineService {
+    pub fn new(shared: Shared) -> RiskEngineService {
         RiskEngineService {
-            engine,
-            decisions,
-            keys,
-            telemetry,
+            engine: shared.engine,
+            decisions: shared.decisions,
+            accounts: shared.accounts,
+            keys: shared.keys,
+            telemetry: shared.telemetry,
         }
     }
 
@@ -151,10 +185,7 @@ impl proto::risk_engine_server::RiskEngine for RiskEngineService {
             authorize(&self.keys, &request, &roles, "read decisions")?;
             let store = self.decisions.clone();
             let req = request.into_inner();
-            tokio::task::spawn_blocking(move || engine::get_decision(&store, &req))
-                .await
-                .map_err(|e| Status::internal(format!("lookup task failed: {e}")))?
-                .map_err(status)
+            read(move || engine::get_decision(&store, &req)).await
         }
         .await;
         self.record("GetDecision", started, &result, |_| "");
@@ -177,6 +208,206 @@ impl proto::risk_engine_server::RiskEngine for RiskEngineService {
         .await;
         self.record("ReportOutcome", started, &result, |_| "");
         result.map(Response::new)
+    }
+
+    async fn explain(
+        &self,
+        request: Request<proto::ExplainRequest>,
+    ) -> Result<Response<proto::Explanation>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let roles = [Role::Merchant, Role::Analyst];
+            let caller = authorize(&self.keys, &request, &roles, "explain accounts")?;
+            let req = request.into_inner();
+            let account = account_for(&caller, &req.account_id, "explain another account")?;
+            explain_account(
+                &self.engine,
+                &self.accounts,
+                &self.decisions,
+                account,
+                req.rescore,
+            )
+            .await
+        }
+        .await;
+        self.record("Explain", started, &result, |_| "");
+        result.map(Response::new)
+    }
+}
+
+/// The stored explanation of `account`, with each decision re-scored on the engine thread
+/// when `rescore` is set. Shared with the web page.
+pub async fn explain_account(
+    engine: &EngineHandle,
+    accounts: &AccountStore,
+    decisions: &DecisionStore,
+    account: String,
+    rescore: bool,
+) -> Result<proto::Explanation, Status> {
+    let (accounts, decisions) = (accounts.clone(), decisions.clone());
+    let mut explanation =
+        read(move || explain::explain(&accounts, &decisions, &account, now_ms())).await?;
+    if rescore {
+        let ids: Vec<String> = explanation
+            .decisions
+            .iter()
+            .map(|d| d.decision_id.clone())
+            .collect();
+        let rescored = engine
+            .run(move |e| {
+                let store = e.decisions();
+                ids.iter()
+                    .map(|id| {
+                        let stored = store
+                            .by_decision_id(id)?
+                            .ok_or_else(|| EngineError::UnknownDecision(id.clone()))?;
+                        e.rescore(&stored)
+                    })
+                    .collect::<Result<Vec<_>, EngineError>>()
+            })
+            .await?
+            .map_err(status)?;
+        for (d, r) in explanation.decisions.iter_mut().zip(rescored) {
+            d.rescore = Some(r);
+        }
+    }
+    Ok(explanation)
+}
+
+pub struct AppealsService {
+    shared: Shared,
+}
+
+impl AppealsService {
+    pub fn new(shared: Shared) -> AppealsService {
+        AppealsService { shared }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::appeals_server::Appeals for AppealsService {
+    async fn file_appeal(
+        &self,
+        request: Request<proto::FileAppealRequest>,
+    ) -> Result<Response<proto::Appeal>, Status> {
+        let roles = [Role::Merchant, Role::Analyst];
+        let caller = authorize(&self.shared.keys, &request, &roles, "file appeals")?;
+        let mut req = request.into_inner();
+        req.account_id = account_for(&caller, &req.account_id, "appeal for another account")?;
+        let by = caller.describe();
+        let appeal = self
+            .shared
+            .engine
+            .run_durable(move |e| e.file_appeal(&req, &by, now_ms()))
+            .await?;
+        tracing::info!(appeal = %appeal.appeal_id, account = %appeal.account_id, by = %caller.describe(), "appeal filed");
+        Ok(Response::new(appeal))
+    }
+
+    async fn list_appeals(
+        &self,
+        request: Request<proto::ListAppealsRequest>,
+    ) -> Result<Response<proto::ListAppealsResponse>, Status> {
+        let roles = [Role::Merchant, Role::Analyst];
+        let caller = authorize(&self.shared.keys, &request, &roles, "list appeals")?;
+        let req = request.into_inner();
+        let account = match (caller.own_account(), req.account_id.as_str()) {
+            (None, "") => None,
+            _ => Some(account_for(
+                &caller,
+                &req.account_id,
+                "list another account's appeals",
+            )?),
+        };
+        let status_filter = req.status;
+        let accounts = self.shared.accounts.clone();
+        let appeals = read(move || {
+            let all = accounts.appeals(account.as_deref())?;
+            Ok(all
+                .into_iter()
+                .filter(|a| status_filter == 0 || a.status == status_filter)
+                .collect())
+        })
+        .await?;
+        Ok(Response::new(proto::ListAppealsResponse { appeals }))
+    }
+
+    async fn get_appeal(
+        &self,
+        request: Request<proto::GetAppealRequest>,
+    ) -> Result<Response<proto::Appeal>, Status> {
+        let roles = [Role::Merchant, Role::Analyst];
+        let caller = authorize(&self.shared.keys, &request, &roles, "read appeals")?;
+        let id = request.into_inner().appeal_id;
+        let accounts = self.shared.accounts.clone();
+        let lookup = id.clone();
+        let appeal = read(move || Ok(accounts.appeal(&lookup)?)).await?;
+        // Someone else's appeal reads exactly like a missing one.
+        match appeal {
+            Some(a)
+                if caller
+                    .require_account(&a.account_id, "read appeals")
+                    .is_ok() =>
+            {
+                Ok(Response::new(a))
+            }
+            _ => Err(status(EngineError::UnknownAppeal(id))),
+        }
+    }
+
+    async fn resolve_appeal(
+        &self,
+        request: Request<proto::ResolveAppealRequest>,
+    ) -> Result<Response<proto::Appeal>, Status> {
+        let caller = authorize(
+            &self.shared.keys,
+            &request,
+            &[Role::Analyst],
+            "resolve appeals",
+        )?;
+        let req = request.into_inner();
+        let by = caller.describe();
+        let appeal = self
+            .shared
+            .engine
+            .run_durable(move |e| e.resolve_appeal(&req, &by, now_ms()))
+            .await?;
+        tracing::info!(appeal = %appeal.appeal_id, status = appeal.status().as_str_name(), by = %caller.describe(), "appeal resolved");
+        Ok(Response::new(appeal))
+    }
+}
+
+pub struct AccountAdminService {
+    shared: Shared,
+}
+
+impl AccountAdminService {
+    pub fn new(shared: Shared) -> AccountAdminService {
+        AccountAdminService { shared }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::account_admin_server::AccountAdmin for AccountAdminService {
+    async fn set_account_status(
+        &self,
+        request: Request<proto::SetAccountStatusRequest>,
+    ) -> Result<Response<proto::AccountStatusChange>, Status> {
+        let caller = authorize(
+            &self.shared.keys,
+            &request,
+            &[Role::Analyst],
+            "set account status",
+        )?;
+        let req = request.into_inner();
+        let by = caller.describe();
+        let change = self
+            .shared
+            .engine
+            .run_durable(move |e| e.set_account_status(&req, &by, now_ms()))
+            .await?;
+        tracing::info!(account = %change.account_id, to = change.to().as_str_name(), by = %caller.describe(), "account status set");
+        Ok(Response::new(change))
     }
 }
 

@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::grpc::Shared;
 use crate::telemetry::Telemetry;
 
 #[derive(Clone)]
@@ -20,14 +21,17 @@ struct AppState {
 
 pub async fn serve(
     listener: TcpListener,
-    telemetry: Arc<Telemetry>,
+    shared: Shared,
     db: sled::Db,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(AppState { telemetry, db });
+        .with_state(AppState {
+            telemetry: shared.telemetry.clone(),
+            db,
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -20,6 +20,7 @@
 //! `quality.rs` (ranking metrics). `config.rs` holds every tunable; `cli.rs` and `main.rs`
 //! only wire things up.
 
+pub mod accounts;
 pub mod auth;
 pub mod backtest;
 pub mod cli;
@@ -28,6 +29,7 @@ pub mod config;
 pub mod decision;
 pub mod engine;
 pub mod events;
+pub mod explain;
 pub mod features;
 pub mod grpc;
 pub mod http;
@@ -49,6 +51,7 @@ pub mod vars;
 #[allow(clippy::all, clippy::unwrap_used, clippy::expect_used)]
 pub mod proto {
     tonic::include_proto!("fengkong.v1");
+    include!(concat!(env!("OUT_DIR"), "/fengkong.v1.serde.rs"));
     /// Lets server reflection describe the API to grpcurl-style tools.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("fengkong_descriptor");

@@ -15,7 +15,12 @@ use tonic::Status;
 use crate::auth::{KeyError, Keys};
 use crate::commit::GroupCommit;
 use crate::engine::{Engine, EngineError};
-use crate::grpc::{self, ModelAdminService, RiskEngineService, RuleAdminService};
+use crate::grpc::{
+    self, AccountAdminService, AppealsService, ModelAdminService, RiskEngineService,
+    RuleAdminService, Shared,
+};
+use crate::proto::account_admin_server::AccountAdminServer;
+use crate::proto::appeals_server::AppealsServer;
 use crate::proto::{
     self, model_admin_server::ModelAdminServer, risk_engine_server::RiskEngineServer,
     rule_admin_server::RuleAdminServer,
@@ -63,6 +68,7 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let commit = GroupCommit::start(engine.db().clone(), options.commit_gather)?;
     let decisions = engine.decisions();
+    let accounts = engine.accounts();
     let telemetry = engine.telemetry();
     let db = engine.db().clone();
     let keys = Keys::open(engine.data_dir())?;
@@ -73,6 +79,13 @@ pub async fn run(
         );
     }
     let (handle, engine_thread) = EngineHandle::spawn(engine, commit.clone())?;
+    let shared = Shared {
+        engine: handle.clone(),
+        decisions,
+        accounts,
+        keys: keys.clone(),
+        telemetry: telemetry.clone(),
+    };
 
     let mut background = vec![tokio::spawn(refresh_keys(keys.clone()))];
     if let Some(dir) = options.watch_rules {
@@ -90,7 +103,7 @@ pub async fn run(
         let mut stopped = stopped.clone();
         tokio::spawn(crate::http::serve(
             listener,
-            telemetry.clone(),
+            shared.clone(),
             db,
             async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -106,7 +119,9 @@ pub async fn run(
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let risk_engine = RiskEngineService::new(handle.clone(), decisions, keys.clone(), telemetry);
+    let risk_engine = RiskEngineService::new(shared.clone());
+    let appeals = AppealsService::new(shared.clone());
+    let account_admin = AccountAdminService::new(shared);
     let rule_admin = RuleAdminService::new(handle.clone(), keys.clone());
     let model_admin = ModelAdminService::new(handle, keys);
 
@@ -119,6 +134,8 @@ pub async fn run(
         .add_service(RiskEngineServer::new(risk_engine))
         .add_service(RuleAdminServer::new(rule_admin))
         .add_service(ModelAdminServer::new(model_admin))
+        .add_service(AppealsServer::new(appeals))
+        .add_service(AccountAdminServer::new(account_admin))
         // Without TCP_NODELAY small responses wait on delayed ACKs: ~10 ms per call.
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;

@@ -149,6 +149,12 @@ struct RawRule {
     message: Spanned<String>,
     #[serde(default)]
     message_zh: Option<Spanned<String>>,
+    /// A step that would keep the rule from firing, for the merchant ("move to a merchant
+    /// code"); a message template like `message`.
+    #[serde(default)]
+    advice: Option<Spanned<String>>,
+    #[serde(default)]
+    advice_zh: Option<Spanned<String>>,
     #[serde(default = "active")]
     mode: Mode,
     #[serde(default)]
@@ -809,6 +815,8 @@ fn build(
         };
         let message = template(&raw.message, &mut errors);
         let message_zh = raw.message_zh.as_ref().map(|t| template(t, &mut errors));
+        let advice = raw.advice.as_ref().map(|t| template(t, &mut errors));
+        let advice_zh = raw.advice_zh.as_ref().map(|t| template(t, &mut errors));
         if errors.list.len() > before {
             continue;
         }
@@ -816,6 +824,7 @@ fn build(
             continue;
         };
         let message_zh = message_zh.flatten();
+        let (advice, advice_zh) = (advice.flatten(), advice_zh.flatten());
         let (line, _) = line_col(&src.text, when_map.offset(0));
         rules.push(Rule {
             id: Arc::from(id.as_str()),
@@ -838,6 +847,8 @@ fn build(
             plan,
             message,
             message_zh,
+            advice,
+            advice_zh,
         });
     }
 

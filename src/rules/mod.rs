@@ -9,6 +9,7 @@
 //! - [`file`](mod@file): rule files (`[ruleset]`, `[params]`, `[lists]`, `[policy]`,
 //!   `[[rule]]`), list files with per-entry expiry, directory loading, versioning;
 //! - [`verdict`]: how hits combine into one action and risk score;
+//! - [`remedy`]: what would have kept a fired rule from firing;
 //! - [`cases`]: data-driven rule tests (`rules/tests/*.toml`).
 //!
 //! # The language
@@ -57,6 +58,7 @@ pub mod compile;
 pub mod eval;
 pub mod file;
 pub mod parse;
+pub mod remedy;
 pub mod verdict;
 
 use std::collections::HashMap;
@@ -66,6 +68,7 @@ use std::sync::Arc;
 
 pub use cases::{run_test_files, TestFailure, TestReport};
 pub use eval::EvalError;
+pub use remedy::Remedy;
 pub use verdict::{Action, Policy, Verdict};
 
 /// Type of a variable or expression.
@@ -239,6 +242,8 @@ pub struct Rule {
     pub(crate) plan: compile::Node,
     pub(crate) message: compile::Template,
     pub(crate) message_zh: Option<compile::Template>,
+    pub(crate) advice: Option<compile::Template>,
+    pub(crate) advice_zh: Option<compile::Template>,
 }
 
 /// One error with its position in a rule file. `line == 0`: no position.

@@ -4,10 +4,15 @@
 //! dedicated thread and the offline commands call it directly, so both see payments in
 //! the same order through the same code. It never reads the clock; callers pass `now_ms`.
 
+mod accounts;
+
+pub use accounts::format_time;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::accounts::{AccountStore, Statuses};
 use crate::config::{Config, Limits};
 use crate::decision;
 use crate::features::{
@@ -42,6 +47,10 @@ pub enum EngineError {
     Rules { dir: PathBuf, errors: RuleErrors },
     #[error("cannot open the data dir `{path}`: {reason}")]
     Open { path: PathBuf, reason: String },
+    #[error("no appeal `{0}`")]
+    UnknownAppeal(String),
+    #[error("{0}")]
+    AppealState(String),
     #[error("model `{path}`: {source}")]
     Model {
         path: PathBuf,
@@ -74,6 +83,9 @@ pub struct Reloaded {
 pub struct Engine {
     db: sled::Db,
     decisions: DecisionStore,
+    accounts: AccountStore,
+    /// Accounts not NORMAL and suppressions, mirrored from `accounts` for the hot path.
+    statuses: Statuses,
     features: FeatureStore,
     feature_set_version: String,
     schema: Schema,
@@ -84,6 +96,8 @@ pub struct Engine {
     // Reused between payments so the hot path does not allocate them.
     values: Vec<f64>,
     hits: Vec<Hit>,
+    /// Hits of the payment scored last that an appeal suppressed.
+    suppressed: Vec<Hit>,
     contributions: Vec<f64>,
     factors: Vec<(usize, f64)>,
     last_probability: f64,
@@ -123,9 +137,13 @@ impl Engine {
         };
         let features = FeatureStore::open(&db, set, options)?;
         let decisions = DecisionStore::open(&db)?;
+        let accounts = AccountStore::new(decisions.tree().clone());
+        let statuses = accounts.load_statuses()?;
         let next_seq = decisions.last_seq()?.map_or(0, |s| s + 1);
         let mut engine = Engine {
             decisions,
+            accounts,
+            statuses,
             db,
             features,
             feature_set_version,
@@ -136,6 +154,7 @@ impl Engine {
             telemetry: Arc::default(),
             values: Vec::new(),
             hits: Vec::new(),
+            suppressed: Vec::new(),
             contributions: Vec::new(),
             factors: Vec::new(),
             last_probability: 0.0,
@@ -233,6 +252,11 @@ impl Engine {
     /// A read handle for other threads.
     pub fn decisions(&self) -> DecisionStore {
         self.decisions.clone()
+    }
+
+    /// A read handle on account status, history and appeals for other threads.
+    pub fn accounts(&self) -> AccountStore {
+        self.accounts.clone()
     }
 
     pub fn ruleset(&self) -> Arc<RuleSet> {
@@ -351,6 +375,9 @@ impl Engine {
         self.telemetry.stage("features", features_done - started);
 
         let model_reasons = self.run_model();
+        if self.model.is_some() {
+            self.telemetry.model_score.observe(self.last_probability);
+        }
         let model_done = Instant::now();
         self.telemetry.stage("model", model_done - features_done);
 
@@ -359,18 +386,22 @@ impl Engine {
         self.hits.clear();
         self.rules
             .evaluate(&vars, payment.event_time_ms, &mut self.hits);
+        self.set_aside_suppressed(&payment);
         let model_points = self.last_probability * self.config.model_weight;
-        let verdict = self.rules.decide(&self.hits, model_points);
+        let mut verdict = self.rules.decide(&self.hits, model_points);
+        let status_reasons = self.status_reasons(&payment);
+        if !status_reasons.is_empty() {
+            verdict.action = crate::rules::Action::Block;
+        }
+        let account_changes = self.account_changes(&payment, &verdict, &decision_id, now_ms)?;
         let rules_done = Instant::now();
         self.telemetry.stage("rules", rules_done - model_done);
 
         let reason = |hit: &Hit| decision::reason(&self.rules, &self.schema, hit, &vars);
-        let mut reasons: Vec<proto::Reason> = verdict
-            .reasons
-            .iter()
-            .map(|&i| reason(&self.hits[i]))
-            .collect();
+        let mut reasons = status_reasons;
+        reasons.extend(verdict.reasons.iter().map(|&i| reason(&self.hits[i])));
         reasons.extend(model_reasons);
+        let suppressed_reasons = self.suppressed.iter().map(reason).collect();
         let shadow_reasons = self
             .hits
             .iter()
@@ -416,13 +447,21 @@ impl Engine {
             outcomes: Vec::new(),
             feature_set_version: self.feature_set_version.clone(),
             late_event: observation.late,
+            account_changes,
+            suppressed_reasons,
         };
         let entry = LogEntry::Payment {
             payment_id: payment.payment_id.clone(),
         };
-        self.write(Some(entry), |decisions, b| {
-            decisions.stage_insert(b, &record)
-        })?;
+        let mut batch = sled::Batch::default();
+        self.decisions.stage_insert(&mut batch, &record);
+        for change in &record.account_changes {
+            self.accounts.stage_change(&mut batch, change);
+        }
+        self.write(batch, &[entry])?;
+        for change in record.account_changes {
+            self.statuses.apply(change);
+        }
         self.telemetry.stage("record", rules_done.elapsed());
         Ok(Scored {
             response,
@@ -443,7 +482,6 @@ impl Engine {
             .scorer
             .top_factors(&self.contributions, TOP_FACTORS, &mut self.factors);
         self.last_probability = probability;
-        self.telemetry.model_score.observe(probability);
         let set = self.features.set();
         self.factors
             .iter()
@@ -457,7 +495,7 @@ impl Engine {
                     message: format!(
                         "{}: {} ({} the fraud probability, {:.1}% in all)",
                         def.description,
-                        format_value(&def.name, value),
+                        crate::payment::format_feature(&def.name, value),
                         if contribution >= 0.0 {
                             "raises"
                         } else {
@@ -481,25 +519,19 @@ impl Engine {
     /// atomic batch. The feature change itself is already in memory; should the write fail,
     /// the in-memory windows are rebuilt from the log, so they never count what the log
     /// does not hold.
-    fn write(
-        &mut self,
-        entry: Option<LogEntry>,
-        stage: impl Fn(&DecisionStore, &mut sled::Batch),
-    ) -> Result<(), EngineError> {
-        let mut batch = sled::Batch::default();
-        stage(&self.decisions, &mut batch);
-        if let Some(entry) = &entry {
-            self.decisions.stage_log(&mut batch, self.next_seq, entry);
+    fn write(&mut self, mut batch: sled::Batch, entries: &[LogEntry]) -> Result<(), EngineError> {
+        for (seq, entry) in (self.next_seq..).zip(entries) {
+            self.decisions.stage_log(&mut batch, seq, entry);
         }
         if let Err(e) = self.decisions.apply(batch) {
-            return Err(match entry {
-                Some(_) => self.rebuild_after(e.into()),
-                None => e.into(),
+            return Err(match entries {
+                [] => e.into(),
+                _ => self.rebuild_after(e.into()),
             });
         }
-        if entry.is_some() {
-            self.next_seq += 1;
-            self.since_checkpoint += 1;
+        if !entries.is_empty() {
+            self.next_seq += entries.len() as u64;
+            self.since_checkpoint += entries.len();
             if self.since_checkpoint >= self.config.feature_checkpoint_every {
                 // Cold entities are only compacted when touched; walk a slice of the stored
                 // ones each time, so state outside every window is deleted even if its
@@ -524,7 +556,6 @@ impl Engine {
         req: &proto::ReportOutcomeRequest,
         now_ms: i64,
     ) -> Result<proto::ReportOutcomeResponse, EngineError> {
-        let kind = outcome_kind(req.outcome)?;
         if req.payment_id.is_empty() {
             return Err(invalid("payment_id", "must not be empty"));
         }
@@ -532,55 +563,72 @@ impl Engine {
             .decisions
             .by_payment(&req.payment_id)?
             .ok_or_else(|| EngineError::UnknownPayment(req.payment_id.clone()))?;
-        let stored_request = decision.request.clone().unwrap_or_default();
-        if req.reported_at_ms < stored_request.event_time_ms {
-            return Err(invalid(
-                "reported_at_ms",
-                format!(
-                    "must not be before the payment's event time {} (got {})",
-                    stored_request.event_time_ms, req.reported_at_ms
-                ),
-            ));
-        }
-        let already = decision
-            .outcomes
-            .iter()
-            .any(|o| o.outcome == req.outcome && o.reported_at_ms == req.reported_at_ms);
-        if !already {
-            // Windows count one bad label per payment, whatever mix of fraud, chargeback
-            // and complaint reports arrives for it.
-            let first_bad = kind.is_bad()
-                && !decision
-                    .outcomes
-                    .iter()
-                    .any(|o| outcome_kind(o.outcome).is_ok_and(OutcomeKind::is_bad));
-            let entry = if first_bad {
-                let payment = stored_payment(&stored_request)?;
-                if let Err(e) = self
-                    .features
-                    .record_outcome(&payment, kind, req.reported_at_ms)
-                {
-                    return Err(self.rebuild_after(e.into()));
-                }
-                Some(LogEntry::Outcome {
-                    payment_id: req.payment_id.clone(),
-                    outcome: req.outcome,
-                    reported_at_ms: req.reported_at_ms,
-                })
-            } else {
-                None
-            };
-            decision.outcomes.push(proto::Outcome {
-                outcome: req.outcome,
-                reported_at_ms: req.reported_at_ms,
-                recorded_at_ms: now_ms,
-            });
-            self.write(entry, |decisions, b| decisions.stage_update(b, &decision))?;
+        if let Some(entries) =
+            self.add_outcome(&mut decision, req.outcome, req.reported_at_ms, now_ms)?
+        {
+            let mut batch = sled::Batch::default();
+            self.decisions.stage_update(&mut batch, &decision);
+            self.write(batch, &entries)?;
         }
         Ok(proto::ReportOutcomeResponse {
             decision_id: decision.response.map(|r| r.decision_id).unwrap_or_default(),
             outcomes: decision.outcomes,
         })
+    }
+
+    /// Adds an outcome to `decision` (the caller writes it) and, for the payment's first bad
+    /// one, to the outcome windows. `None` when that outcome is already stored; otherwise the
+    /// log entries to write with the decision (empty when the windows did not change).
+    fn add_outcome(
+        &mut self,
+        decision: &mut Decision,
+        outcome: i32,
+        reported_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<Vec<LogEntry>>, EngineError> {
+        let kind = outcome_kind(outcome)?;
+        let request = decision.request.clone().unwrap_or_default();
+        if reported_at_ms < request.event_time_ms {
+            return Err(invalid(
+                "reported_at_ms",
+                format!(
+                    "must not be before the payment's event time {} (got {reported_at_ms})",
+                    request.event_time_ms
+                ),
+            ));
+        }
+        if decision
+            .outcomes
+            .iter()
+            .any(|o| o.outcome == outcome && o.reported_at_ms == reported_at_ms)
+        {
+            return Ok(None);
+        }
+        // Windows count one bad label per payment, whatever mix of fraud, chargeback and
+        // complaint reports arrives for it.
+        let first_bad = kind.is_bad()
+            && !decision
+                .outcomes
+                .iter()
+                .any(|o| outcome_kind(o.outcome).is_ok_and(OutcomeKind::is_bad));
+        let mut entries = Vec::new();
+        if first_bad {
+            let payment = stored_payment(&request)?;
+            if let Err(e) = self.features.record_outcome(&payment, kind, reported_at_ms) {
+                return Err(self.rebuild_after(e.into()));
+            }
+            entries.push(LogEntry::Outcome {
+                payment_id: request.payment_id,
+                outcome,
+                reported_at_ms,
+            });
+        }
+        decision.outcomes.push(proto::Outcome {
+            outcome,
+            reported_at_ms,
+            recorded_at_ms: now_ms,
+        });
+        Ok(Some(entries))
     }
 }
 
@@ -604,17 +652,6 @@ fn load_model(path: &Path, feature_names: &[String]) -> Result<LoadedModel, Engi
         })?;
     let scorer = artifact.scorer();
     Ok(LoadedModel { artifact, scorer })
-}
-
-/// Money features read as yuan, flags as yes/no, the rest as numbers.
-fn format_value(name: &str, value: f64) -> String {
-    if name.contains("amount") && !name.contains("_vs_") {
-        format!("{} CNY", crate::payment::format_yuan(value.round() as i64))
-    } else if value.fract() == 0.0 {
-        format!("{value:.0}")
-    } else {
-        format!("{value:.2}")
-    }
 }
 
 fn load_rules(dir: &Path, schema: &Schema) -> Result<RuleSet, EngineError> {
