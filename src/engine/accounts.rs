@@ -268,14 +268,14 @@ impl Engine {
             )));
         }
         let decision_ids = if req.decision_ids.is_empty() {
-            let ids = crate::explain::decisions_behind_status(&self.accounts, account)?;
-            if ids.is_empty() {
+            // A status set by hand has no decisions behind it; the appeal is against it.
+            if self.statuses.status(account) == AccountStatus::Normal {
                 return Err(invalid(
                     "decision_ids",
-                    "the account is not frozen or limited by a decision; name the decisions to appeal",
+                    "the account is neither frozen nor limited; name the decisions to appeal",
                 ));
             }
-            ids
+            crate::explain::decisions_behind_status(&self.accounts, account)?
         } else {
             for id in &req.decision_ids {
                 let concerns = self
