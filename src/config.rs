@@ -38,6 +38,10 @@ pub struct Config {
     /// How long the group committer may wait to gather more writes into one flush.
     /// Zero flushes as soon as a write is waiting.
     pub commit_delay_us: u64,
+    /// Carry out the account actions of rules (and the model's thresholds): limit and freeze
+    /// accounts. Off, the actions are only recorded with the decisions' reasons, e.g. while a
+    /// new rule pack is being trusted.
+    pub enforce_account_actions: bool,
     /// While an account is LIMITED, what it may collect (as payee) or pay (as payer) in 24
     /// hours, in fen; past it, payments are blocked. Withdrawals are held outright.
     pub limited_daily_cap_fen: i64,
@@ -69,6 +73,7 @@ impl Default for Config {
             feature_checkpoint_every: 5_000,
             limits: Limits::default(),
             commit_delay_us: 0,
+            enforce_account_actions: true,
             limited_daily_cap_fen: 200_000,
             appeal_suppression_days: 30,
             model_account_actions: Vec::new(),

@@ -213,6 +213,9 @@ impl Scenario {
             data_dir: dir.path().to_owned(),
             rules_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"),
             model_path: None,
+            // Each scenario checks what its rule decides; a limit an earlier payment put on
+            // the account would block the later ones (tests/appeals.rs covers that).
+            enforce_account_actions: false,
             ..Config::default()
         })
         .await;

@@ -136,6 +136,9 @@ impl Engine {
         decision_id: &str,
         now_ms: i64,
     ) -> Result<Vec<AccountStatusChange>, EngineError> {
+        if !self.config.enforce_account_actions {
+            return Ok(Vec::new());
+        }
         // (action, rule ids asking for it); the model's own actions carry no rule.
         let mut wanted: Vec<(AccountAction, Vec<String>, &str)> = Vec::new();
         if !verdict.account_actions.is_empty() {
