@@ -249,7 +249,10 @@ async fn freeze_explain_rescore_appeal_overturn_and_collect_again() {
         .into_inner();
     assert_eq!(appeal.status(), AppealStatus::Open);
     assert_eq!(appeal.account_id, CODE);
-    assert_eq!(appeal.decision_ids, [freezing.decision_id.clone()]);
+    assert_eq!(
+        appeal.decision_ids,
+        std::slice::from_ref(&freezing.decision_id)
+    );
     assert_eq!(appeal.account_status(), AccountStatus::Frozen);
     let twice = FileAppealRequest {
         account_id: CODE.into(),
@@ -297,7 +300,7 @@ async fn freeze_explain_rescore_appeal_overturn_and_collect_again() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(queue.appeals, [appeal.clone()]);
+    assert_eq!(queue.appeals, std::slice::from_ref(&appeal));
 
     // Only analysts resolve.
     let overturn = ResolveAppealRequest {
