@@ -30,6 +30,14 @@ pub struct RuleLabels {
     pub mode: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    /// The status the account moved to: NORMAL, LIMITED or FROZEN.
+    pub to: &'static str,
+    /// rule, model, analyst or appeal.
+    pub by: &'static str,
+}
+
 /// Every metric the server exports. Cheap to update from any thread.
 pub struct Telemetry {
     registry: Registry,
@@ -41,6 +49,7 @@ pub struct Telemetry {
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub store_bytes: Gauge,
+    pub account_changes: Family<StatusLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -101,8 +110,15 @@ impl Default for Telemetry {
             "Size of the sled database on disk",
             store_bytes.clone(),
         );
+        let account_changes = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "account_status_changes",
+            "Account status changes by new status and by what made them",
+            account_changes.clone(),
+        );
         Telemetry {
             registry,
+            account_changes,
             calls,
             stage_seconds,
             rule_hits,

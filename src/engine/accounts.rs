@@ -9,7 +9,8 @@ use crate::proto::{
     self, AccountStatus, AccountStatusChange, Appeal, AppealStatus, Decision, Resolution,
     Suppression,
 };
-use crate::rules::{AccountAction, Action, Hit, Verdict};
+use crate::rules::verdict::DecidedBy;
+use crate::rules::{AccountAction, Hit, Verdict};
 use crate::vars;
 
 const DAY_MS: i64 = 86_400_000;
@@ -152,7 +153,8 @@ impl Engine {
                 }
             }
         }
-        if verdict.action != Action::Allow || !verdict.account_actions.is_empty() {
+        // Allow rules beat everything, the model's thresholds included.
+        if verdict.decided_by != DecidedBy::AllowRule {
             for m in &self.config.model_account_actions {
                 if self.last_probability >= m.probability_at {
                     wanted.push((m.account_action, Vec::new(), "model"));
@@ -201,6 +203,26 @@ impl Engine {
         Ok(changes)
     }
 
+    /// Mirrors written changes in memory, once they are in sled.
+    pub(super) fn apply_changes(&mut self, changes: Vec<AccountStatusChange>) {
+        for change in changes {
+            let to = change.to().as_str_name();
+            // `analyst:<key id>` and `appeal:<id>` count by kind: ids would explode labels.
+            let by = match change.changed_by.split(':').next().unwrap_or_default() {
+                "rule" => "rule",
+                "model" => "model",
+                "analyst" => "analyst",
+                "appeal" => "appeal",
+                _ => "other",
+            };
+            self.telemetry
+                .account_changes
+                .get_or_create(&crate::telemetry::StatusLabels { to, by })
+                .inc();
+            self.statuses.apply(change);
+        }
+    }
+
     /// An analyst sets an account's status by hand.
     pub fn set_account_status(
         &mut self,
@@ -218,7 +240,7 @@ impl Engine {
         let mut batch = sled::Batch::default();
         self.accounts.stage_change(&mut batch, &change);
         self.write(batch, &[])?;
-        self.statuses.apply(change.clone());
+        self.apply_changes(vec![change.clone()]);
         Ok(change)
     }
 
@@ -415,9 +437,7 @@ impl Engine {
         appeal.suppressions = suppressions.clone();
         self.accounts.stage_appeal(&mut batch, &appeal);
         self.write(batch, &entries)?;
-        for change in changes {
-            self.statuses.apply(change);
-        }
+        self.apply_changes(changes);
         for s in suppressions {
             self.statuses.add_suppression(s);
         }

@@ -459,9 +459,7 @@ impl Engine {
             self.accounts.stage_change(&mut batch, change);
         }
         self.write(batch, &[entry])?;
-        for change in record.account_changes {
-            self.statuses.apply(change);
-        }
+        self.apply_changes(record.account_changes);
         self.telemetry.stage("record", rules_done.elapsed());
         Ok(Scored {
             response,
@@ -852,6 +850,36 @@ pub(crate) mod tests {
             0,
             "a year past every window, nothing is kept"
         );
+    }
+
+    #[test]
+    fn model_threshold_limits_the_payee_and_the_status_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            model_account_actions: vec![crate::config::ModelAccountAction {
+                probability_at: 0.0,
+                account_action: crate::rules::AccountAction::LimitPayee,
+            }],
+            ..test_config(dir.path())
+        };
+        let payee = valid_request().payee.unwrap().account_id;
+        {
+            let mut engine = Engine::open(&config).unwrap();
+            engine.score(&valid_request(), NOW).unwrap();
+            let stored = engine.decisions().by_payment("pay-1").unwrap().unwrap();
+            assert_eq!(stored.account_changes.len(), 1);
+            let change = &stored.account_changes[0];
+            assert_eq!(change.changed_by, "model");
+            assert_eq!(change.account_id, payee);
+            assert_eq!(change.to(), proto::AccountStatus::Limited);
+            assert!(change.note.contains("fraud probability"), "{}", change.note);
+        }
+        let engine = Engine::open(&config).unwrap();
+        assert_eq!(
+            engine.statuses.status(&payee),
+            proto::AccountStatus::Limited
+        );
+        assert_eq!(engine.accounts().history(&payee).unwrap().len(), 1);
     }
 
     #[test]
