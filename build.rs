@@ -12,7 +12,13 @@ fn main() -> Result<(), Box<dyn Error>> {
         // compares equal to the stored request.
         .btree_map(".")
         .file_descriptor_set_path(out_dir.join("fengkong_descriptor.bin"))
-        .compile_protos(&["proto/fengkong/v1/fengkong.proto"], &["proto"])?;
+        .compile_protos(
+            &[
+                "proto/fengkong/v1/fengkong.proto",
+                "proto/fengkong/v1/storage.proto",
+            ],
+            &["proto"],
+        )?;
     // The web page's JSON API speaks the same messages in the canonical proto3 JSON form.
     let descriptors = std::fs::read(out_dir.join("fengkong_descriptor.bin"))?;
     pbjson_build::Builder::new()

@@ -2,13 +2,19 @@
 //! the ordered log of what changed the feature windows.
 //!
 //! One tree holds every key so a decision, its index and its log entry land in one atomic
-//! batch: `p/<payment_id>` → encoded `Decision`, `d/<decision_id>` → payment id,
-//! `s/<seq, big-endian u64>` → log entry. The feature store checkpoints its state now and
-//! then; the log lets it replay what came after its last checkpoint.
+//! batch: `p/<payment_id>` → encoded `StoredDecision`, `d/<decision_id>` → payment id,
+//! `s/<seq, big-endian u64>` → log entry, `f/<feature set version>` → the feature names
+//! (JSON), once per version: a decision stores only its feature values, which keeps the
+//! record (and its write, the largest step of a Score) a fraction of the size. The feature
+//! store checkpoints its state now and then; the log lets it replay what came after its
+//! last checkpoint.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use prost::Message;
 
-use crate::proto::Decision;
+use crate::proto::{Decision, Evidence, StoredDecision};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -22,6 +28,8 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct DecisionStore {
     tree: sled::Tree,
+    /// Feature names by feature-set version, read from `f/` keys on first use.
+    names: Arc<RwLock<HashMap<String, Arc<[String]>>>>,
 }
 
 fn payment_key(payment_id: &str) -> Vec<u8> {
@@ -36,14 +44,80 @@ impl DecisionStore {
     pub fn open(db: &sled::Db) -> Result<DecisionStore, StoreError> {
         Ok(DecisionStore {
             tree: db.open_tree("decisions")?,
+            names: Arc::default(),
         })
+    }
+
+    /// Records the feature names of a feature-set version (idempotent); decisions of that
+    /// version may then be stored with their values only.
+    pub fn register_feature_set(&self, version: &str, names: &[String]) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(names).map_err(|e| StoreError::Corrupt {
+            key: version.to_owned(),
+            reason: e.to_string(),
+        })?;
+        self.tree
+            .compare_and_swap(names_key(version), None as Option<&[u8]>, Some(json))?
+            .ok();
+        Ok(())
+    }
+
+    fn feature_names(&self, version: &str) -> Result<Arc<[String]>, StoreError> {
+        if let Some(names) = self.names.read().ok().and_then(|m| m.get(version).cloned()) {
+            return Ok(names);
+        }
+        let corrupt = |reason: String| StoreError::Corrupt {
+            key: format!("f/{version}"),
+            reason,
+        };
+        let bytes = self
+            .tree
+            .get(names_key(version))?
+            .ok_or_else(|| corrupt("no feature names for this feature set".into()))?;
+        let names: Arc<[String]> = serde_json::from_slice::<Vec<String>>(&bytes)
+            .map_err(|e| corrupt(e.to_string()))?
+            .into();
+        if let Ok(mut cache) = self.names.write() {
+            cache.insert(version.to_owned(), Arc::clone(&names));
+        }
+        Ok(names)
     }
 
     pub fn by_payment(&self, payment_id: &str) -> Result<Option<Decision>, StoreError> {
         match self.tree.get(payment_key(payment_id))? {
-            Some(bytes) => decode(payment_id, &bytes).map(Some),
+            Some(bytes) => self.decode(payment_id, &bytes).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// A stored record as the API shows it, feature names included.
+    fn decode(&self, key: &str, bytes: &[u8]) -> Result<Decision, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            key: key.to_owned(),
+            reason,
+        };
+        let stored = StoredDecision::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let Some(mut decision) = stored.decision else {
+            // Written before feature values were packed: a bare Decision.
+            return Decision::decode(bytes).map_err(|e| corrupt(e.to_string()));
+        };
+        let names = self.feature_names(&decision.feature_set_version)?;
+        if names.len() != stored.feature_values.len() {
+            return Err(corrupt(format!(
+                "{} feature values for {} feature names",
+                stored.feature_values.len(),
+                names.len()
+            )));
+        }
+        decision.features = names
+            .iter()
+            .zip(&stored.feature_values)
+            .map(|(name, &value)| Evidence {
+                name: name.clone(),
+                value,
+                text: String::new(),
+            })
+            .collect();
+        Ok(decision)
     }
 
     pub fn by_decision_id(&self, decision_id: &str) -> Result<Option<Decision>, StoreError> {
@@ -57,16 +131,35 @@ impl DecisionStore {
     }
 
     /// Adds a new decision (with its id index) to `batch`; the caller applies the batch.
-    pub fn stage_insert(&self, batch: &mut sled::Batch, decision: &Decision) {
-        let (payment_id, decision_id) = ids(decision);
-        batch.insert(payment_key(payment_id), decision.encode_to_vec());
-        batch.insert(decision_key(decision_id), payment_id.as_bytes());
+    /// `decision.features` is left empty: `feature_values` are the values of the feature
+    /// set `decision.feature_set_version`, registered beforehand.
+    pub fn stage_insert(
+        &self,
+        batch: &mut sled::Batch,
+        decision: Decision,
+        feature_values: &[f64],
+    ) {
+        let (payment_id, decision_id) = ids(&decision);
+        let (payment, id) = (payment_key(payment_id), decision_key(decision_id));
+        batch.insert(id, payment_id.as_bytes());
+        let stored = StoredDecision {
+            decision: Some(decision),
+            feature_values: feature_values.to_vec(),
+        };
+        batch.insert(payment, stored.encode_to_vec());
     }
 
-    /// Replaces a stored decision (e.g. with an outcome added); its ids never change.
+    /// Replaces a stored decision, as read from this store (e.g. with an outcome added);
+    /// its ids never change.
     pub fn stage_update(&self, batch: &mut sled::Batch, decision: &Decision) {
-        let (payment_id, _) = ids(decision);
-        batch.insert(payment_key(payment_id), decision.encode_to_vec());
+        let mut decision = decision.clone();
+        if self.feature_names(&decision.feature_set_version).is_err() {
+            // A record from before packing: its own names become the version's.
+            let names: Vec<String> = decision.features.iter().map(|f| f.name.clone()).collect();
+            let _ = self.register_feature_set(&decision.feature_set_version, &names);
+        }
+        let values: Vec<f64> = decision.features.drain(..).map(|f| f.value).collect();
+        self.stage_insert(batch, decision, &values);
     }
 
     /// For callers that write decisions inside a multi-tree transaction.
@@ -195,11 +288,8 @@ fn ids(decision: &Decision) -> (&str, &str) {
         .unwrap_or(("", ""))
 }
 
-fn decode(key: &str, bytes: &[u8]) -> Result<Decision, StoreError> {
-    Decision::decode(bytes).map_err(|e| StoreError::Corrupt {
-        key: key.to_owned(),
-        reason: e.to_string(),
-    })
+fn names_key(version: &str) -> Vec<u8> {
+    [b"f/", version.as_bytes()].concat()
 }
 
 #[cfg(test)]
@@ -218,15 +308,64 @@ mod tests {
                 payment_id: "p-1".into(),
                 ..Default::default()
             }),
+            feature_set_version: "fs1".into(),
             ..Default::default()
         };
+        let names = ["payer.count_1h".to_string(), "payee.amount_24h".to_string()];
+        store.register_feature_set("fs1", &names).unwrap();
         let mut batch = sled::Batch::default();
-        store.stage_insert(&mut batch, &decision);
+        store.stage_insert(&mut batch, decision.clone(), &[3.0, 2_500.0]);
         store.apply(batch).unwrap();
-        assert_eq!(store.by_payment("p-1").unwrap(), Some(decision.clone()));
-        assert_eq!(store.by_decision_id("d-1").unwrap(), Some(decision));
+        let read = store.by_payment("p-1").unwrap().unwrap();
+        assert_eq!(read.features.len(), 2);
+        assert_eq!(read.features[1].name, "payee.amount_24h");
+        assert_eq!(read.features[1].value, 2_500.0);
+        assert_eq!(
+            Decision {
+                features: Vec::new(),
+                ..read.clone()
+            },
+            decision
+        );
+        assert_eq!(store.by_decision_id("d-1").unwrap(), Some(read.clone()));
         assert_eq!(store.by_payment("p-2").unwrap(), None);
         assert_eq!(store.len(), 1);
+
+        // An update keeps the values and the names.
+        let mut batch = sled::Batch::default();
+        store.stage_update(&mut batch, &read);
+        store.apply(batch).unwrap();
+        assert_eq!(store.by_payment("p-1").unwrap(), Some(read));
+    }
+
+    #[test]
+    fn a_record_written_before_packing_reads_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = DecisionStore::open(&db).unwrap();
+        let legacy = Decision {
+            response: Some(ScoreResponse {
+                decision_id: "d-old".into(),
+                payment_id: "p-old".into(),
+                ..Default::default()
+            }),
+            features: vec![Evidence {
+                name: "payer.count_1h".into(),
+                value: 4.0,
+                text: String::new(),
+            }],
+            feature_set_version: "old".into(),
+            ..Default::default()
+        };
+        store
+            .tree
+            .insert(payment_key("p-old"), legacy.encode_to_vec())
+            .unwrap();
+        assert_eq!(store.by_payment("p-old").unwrap(), Some(legacy.clone()));
+        let mut batch = sled::Batch::default();
+        store.stage_update(&mut batch, &legacy);
+        store.apply(batch).unwrap();
+        assert_eq!(store.by_payment("p-old").unwrap(), Some(legacy));
     }
 
     #[test]

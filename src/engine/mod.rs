@@ -137,6 +137,7 @@ impl Engine {
         };
         let features = FeatureStore::open(&db, set, options)?;
         let decisions = DecisionStore::open(&db)?;
+        decisions.register_feature_set(&feature_set_version, features.set().names())?;
         let accounts = AccountStore::new(decisions.tree().clone());
         let statuses = accounts.load_statuses()?;
         let next_seq = decisions.last_seq()?.map_or(0, |s| s + 1);
@@ -435,14 +436,8 @@ impl Engine {
         let record = Decision {
             response: Some(response.clone()),
             request: Some(req.clone()),
-            features: self
-                .feature_names()
-                .iter()
-                .zip(&self.values)
-                .map(|(name, &value)| {
-                    decision::evidence(name, Some(crate::rules::Value::Num(value)))
-                })
-                .collect(),
+            // Stored as bare values: see `DecisionStore::stage_insert`.
+            features: Vec::new(),
             shadow_reasons,
             outcomes: Vec::new(),
             feature_set_version: self.feature_set_version.clone(),
@@ -454,12 +449,14 @@ impl Engine {
             payment_id: payment.payment_id.clone(),
         };
         let mut batch = sled::Batch::default();
-        self.decisions.stage_insert(&mut batch, &record);
         for change in &record.account_changes {
             self.accounts.stage_change(&mut batch, change);
         }
+        let changes = record.account_changes.clone();
+        self.decisions
+            .stage_insert(&mut batch, record, &self.values);
         self.write(batch, &[entry])?;
-        self.apply_changes(record.account_changes);
+        self.apply_changes(changes);
         self.telemetry.stage("record", rules_done.elapsed());
         Ok(Scored {
             response,
