@@ -66,7 +66,7 @@ pub fn commit_status(error: CommitError) -> Status {
     Status::unavailable(format!("decision not stored durably, retry: {error}"))
 }
 
-fn code_name(code: tonic::Code) -> &'static str {
+pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match code {
         Ok => "OK",

@@ -1,4 +1,5 @@
-//! The HTTP side of the server: `/metrics` for Prometheus and `/healthz` for load balancers.
+//! The HTTP side of the server: `/metrics` for Prometheus, `/healthz` for load balancers,
+//! and the merchant and analyst page (see `web`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,7 +32,8 @@ pub async fn serve(
         .with_state(AppState {
             telemetry: shared.telemetry.clone(),
             db,
-        });
+        })
+        .merge(crate::web::router(shared));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

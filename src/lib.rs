@@ -46,6 +46,7 @@ pub mod store;
 pub mod telemetry;
 pub mod training;
 pub mod vars;
+pub mod web;
 
 /// Code generated from `proto/fengkong/v1/fengkong.proto`.
 #[allow(clippy::all, clippy::unwrap_used, clippy::expect_used)]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{copy_rules, now_ms, payment, TestServer};
+use common::{collection, copy_rules, now_ms, payment, with_key, TestServer};
 use fengkong::auth::{add_key, Role};
 use fengkong::config::Config;
 use fengkong::proto::{
@@ -20,31 +20,6 @@ use tonic::Code;
 
 const CODE: &str = "code-rented";
 const HOUR_START: i64 = 3_600_000;
-
-fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    request
-}
-
-/// One collection into the personal code from payer `n` (its own device and IP).
-fn collection(id: &str, n: usize, at: i64) -> proto::ScoreRequest {
-    let mut req = payment(id);
-    req.event_time_ms = at;
-    req.scene = proto::Scene::PersonalCodeCollection as i32;
-    req.amount_fen = 20_000;
-    let payer = req.payer.as_mut().unwrap();
-    payer.account_id = format!("payer-{n}");
-    let payee = req.payee.as_mut().unwrap();
-    payee.account_id = CODE.into();
-    payee.kind = proto::PayeeKind::Personal as i32;
-    payee.merchant_category.clear();
-    req.device_id = format!("dev-{n}");
-    req.ip = format!("198.51.100.{}", n % 250);
-    req
-}
 
 struct Keys {
     gateway: String,
@@ -120,7 +95,7 @@ async fn freeze_explain_rescore_appeal_overturn_and_collect_again() {
     let start = (now_ms() / HOUR_START) * HOUR_START - HOUR_START;
     let mut last: Option<ScoreResponse> = None;
     for n in 1..=31 {
-        let req = collection(&format!("c-{n}"), n, start + n as i64 * 60_000);
+        let req = collection(CODE, &format!("c-{n}"), n, start + n as i64 * 60_000);
         let resp = client.score(with_key(req, &keys.gateway)).await.unwrap();
         last = Some(resp.into_inner());
     }
@@ -139,7 +114,7 @@ async fn freeze_explain_rescore_appeal_overturn_and_collect_again() {
     // Collection into a frozen code is blocked, with the freeze as the reason.
     let blocked = client
         .score(with_key(
-            collection("c-32", 32, start + 32 * 60_000),
+            collection(CODE, "c-32", 32, start + 32 * 60_000),
             &keys.gateway,
         ))
         .await
@@ -343,7 +318,7 @@ async fn freeze_explain_rescore_appeal_overturn_and_collect_again() {
     // The code collects again; the same pattern does not re-freeze it while suppressed.
     let collected = client
         .score(with_key(
-            collection("c-33", 33, start + 33 * 60_000),
+            collection(CODE, "c-33", 33, start + 33 * 60_000),
             &keys.gateway,
         ))
         .await

@@ -145,3 +145,29 @@ pub fn copy_rules(to: &Path) {
         }
     }
 }
+
+/// `message` with `authorization: Bearer KEY` metadata.
+pub fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
+}
+
+/// One collection into personal code `code` from payer `n` (its own device and IP).
+pub fn collection(code: &str, id: &str, n: usize, at: i64) -> proto::ScoreRequest {
+    let mut req = payment(id);
+    req.event_time_ms = at;
+    req.scene = proto::Scene::PersonalCodeCollection as i32;
+    req.amount_fen = 20_000;
+    let payer = req.payer.as_mut().unwrap();
+    payer.account_id = format!("payer-{n}");
+    let payee = req.payee.as_mut().unwrap();
+    payee.account_id = code.into();
+    payee.kind = proto::PayeeKind::Personal as i32;
+    payee.merchant_category.clear();
+    req.device_id = format!("dev-{n}");
+    req.ip = format!("198.51.100.{}", n % 250);
+    req
+}

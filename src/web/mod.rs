@@ -1,0 +1,235 @@
+//! The merchant and analyst web page, and the JSON API it calls: a thin HTTP face over the
+//! same gRPC service methods, so both paths share one set of permission checks.
+//!
+//! Credentials travel as `Authorization: Bearer KEY`, exactly as on gRPC. The page keeps
+//! the key in the tab's session storage and sends it with each call; there are no cookies,
+//! so a third-party site cannot make calls on a signed-in merchant's behalf.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::Code;
+
+use crate::auth::Caller;
+use crate::grpc::{AppealsService, RiskEngineService, Shared};
+use crate::proto::appeals_server::Appeals;
+use crate::proto::risk_engine_server::RiskEngine;
+use crate::proto::{self, AppealStatus};
+
+const INDEX: &str = include_str!("index.html");
+const SCRIPT: &str = include_str!("app.js");
+const STYLE: &str = include_str!("app.css");
+
+#[derive(Clone)]
+struct Web {
+    shared: Shared,
+    engine: Arc<RiskEngineService>,
+    appeals: Arc<AppealsService>,
+}
+
+/// The page at `/` and its API under `/api/`.
+pub fn router(shared: Shared) -> Router {
+    let web = Web {
+        engine: Arc::new(RiskEngineService::new(shared.clone())),
+        appeals: Arc::new(AppealsService::new(shared.clone())),
+        shared,
+    };
+    Router::new()
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route(
+            "/app.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+        .route("/api/whoami", get(whoami))
+        .route("/api/explain", get(explain))
+        .route("/api/appeals", get(list_appeals).post(file_appeal))
+        .route("/api/appeals/{id}", get(get_appeal))
+        .route("/api/appeals/{id}/resolve", post(resolve_appeal))
+        .with_state(web)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+                ),
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A gRPC status as an HTTP error with a JSON body: `{"code": "NOT_FOUND", "message": ..}`.
+struct ApiError(tonic::Status);
+
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> ApiError {
+        ApiError(status)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let http = match self.0.code() {
+            Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => StatusCode::CONFLICT,
+            Code::Unavailable | Code::ResourceExhausted => StatusCode::SERVICE_UNAVAILABLE,
+            Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let body = serde_json::json!({
+            "code": crate::grpc::code_name(self.0.code()),
+            "message": self.0.message(),
+        });
+        (http, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn reply<T: Serialize>(value: T) -> ApiResult {
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(value)).into_response())
+}
+
+/// Wraps `message` as a gRPC request carrying the HTTP caller's credentials.
+fn request<T>(headers: &HeaderMap, message: T) -> Result<tonic::Request<T>, ApiError> {
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| tonic::Status::unauthenticated("malformed authorization header"))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    Ok(request)
+}
+
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError(tonic::Status::invalid_argument(format!(
+            "request body: {e}"
+        )))
+    })
+}
+
+fn flag(query: &HashMap<String, String>, name: &str) -> bool {
+    matches!(query.get(name).map(String::as_str), Some("1" | "true"))
+}
+
+async fn whoami(State(web): State<Web>, headers: HeaderMap) -> ApiResult {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let caller = web
+        .shared
+        .keys
+        .authenticate(authorization)
+        .map_err(|e| ApiError(tonic::Status::unauthenticated(e.to_string())))?;
+    let (role, account) = match &caller {
+        Caller::Open => ("open", None),
+        Caller::Key { role, account, .. } => (role.as_str(), account.clone()),
+    };
+    reply(serde_json::json!({ "role": role, "account": account }))
+}
+
+async fn explain(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let message = proto::ExplainRequest {
+        account_id: query.get("account_id").cloned().unwrap_or_default(),
+        rescore: flag(&query, "rescore"),
+    };
+    reply(
+        web.engine
+            .explain(request(&headers, message)?)
+            .await?
+            .into_inner(),
+    )
+}
+
+async fn list_appeals(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let status = match query.get("status").map(String::as_str) {
+        None | Some("") => AppealStatus::Unspecified,
+        Some(name) => AppealStatus::from_str_name(name).ok_or_else(|| {
+            tonic::Status::invalid_argument(format!(
+                "status: `{name}` is not one of OPEN, UPHELD, OVERTURNED"
+            ))
+        })?,
+    };
+    let message = proto::ListAppealsRequest {
+        status: status as i32,
+        account_id: query.get("account_id").cloned().unwrap_or_default(),
+    };
+    let listed = web
+        .appeals
+        .list_appeals(request(&headers, message)?)
+        .await?;
+    reply(listed.into_inner())
+}
+
+async fn file_appeal(State(web): State<Web>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let message: proto::FileAppealRequest = parse_body(&body)?;
+    let filed = web.appeals.file_appeal(request(&headers, message)?).await?;
+    reply(filed.into_inner())
+}
+
+async fn get_appeal(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(appeal_id): Path<String>,
+) -> ApiResult {
+    let message = proto::GetAppealRequest { appeal_id };
+    reply(
+        web.appeals
+            .get_appeal(request(&headers, message)?)
+            .await?
+            .into_inner(),
+    )
+}
+
+async fn resolve_appeal(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(appeal_id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let mut message: proto::ResolveAppealRequest = parse_body(&body)?;
+    message.appeal_id = appeal_id;
+    let resolved = web
+        .appeals
+        .resolve_appeal(request(&headers, message)?)
+        .await?;
+    reply(resolved.into_inner())
+}

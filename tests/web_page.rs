@@ -1,0 +1,469 @@
+//! The merchant and analyst page in a real headless Chromium (Debian's `chromium` and
+//! `chromium-driver`, installed by .ci/run): a personal code frozen by real Score calls is
+//! explained on the page with its numbers, appealed by the merchant, overturned by the
+//! analyst, and the explanation view is checked in screenshots.
+//!
+//! Without a browser the test says so loudly and passes, unless FENGKONG_REQUIRE_BROWSER
+//! is set (CI sets it), where a missing browser fails it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{collection, copy_rules, now_ms, with_key, TestServer};
+use fantoccini::{Client, ClientBuilder, Locator};
+use fengkong::auth::{add_key, Role};
+use fengkong::config::Config;
+use serde_json::json;
+
+const CODE: &str = "code-night-market";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A chromedriver process, killed when dropped.
+struct Driver(Child, u16);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts chromedriver and a headless Chromium session, or None when this machine has
+/// no browser and the test is allowed to skip.
+async fn browser() -> Option<(Driver, Client)> {
+    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+        let required = std::env::var_os("FENGKONG_REQUIRE_BROWSER").is_some();
+        assert!(
+            !required,
+            "FENGKONG_REQUIRE_BROWSER is set but {CHROMIUM} or {CHROMEDRIVER} is missing \
+             (apt-get install chromium chromium-driver)"
+        );
+        eprintln!(
+            "\n*** SKIPPED web_page: no {CHROMIUM} / {CHROMEDRIVER} on this machine. \
+             Install Debian's chromium and chromium-driver to run it. ***\n"
+        );
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let driver = Driver(child, port);
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1200,2000", "--lang=en-US",
+                     "--force-device-scale-factor=1"],
+        }),
+    );
+    let url = format!("http://127.0.0.1:{}", driver.1);
+    for _ in 0..100 {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&url)
+            .await
+        {
+            Ok(client) => return Some((driver, client)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("chromedriver on port {} never started a session", driver.1);
+}
+
+async fn text_of(client: &Client, css: &str) -> String {
+    let element = client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"));
+    element.text().await.unwrap()
+}
+
+/// Waits until the text of `css` contains `wanted`.
+async fn wait_for_text(client: &Client, css: &str, wanted: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..100 {
+        if let Ok(element) = client.find(Locator::Css(css)).await {
+            last = element.text().await.unwrap_or_default();
+            if last.contains(wanted) {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = match client.find(Locator::Css("body")).await {
+        Ok(body) => body.text().await.unwrap_or_default(),
+        Err(e) => e.to_string(),
+    };
+    panic!("`{css}` never showed {wanted:?}; it shows {last:?}; the page shows:\n{page}");
+}
+
+/// The HTTP status of a JSON API call made from inside the page, with `key`.
+async fn fetch_status(client: &Client, path: &str, key: &str) -> u64 {
+    let script = "const [path, key, done] = arguments; \
+        fetch(path, {headers: {authorization: 'Bearer ' + key}}).then(r => done(r.status));";
+    client
+        .execute_async(script, vec![json!(path), json!(key)])
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap()
+}
+
+struct Png {
+    width: u32,
+    height: u32,
+    rgba: Vec<[u8; 4]>,
+}
+
+fn decode(bytes: &[u8]) -> Png {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::ALPHA);
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    let rgba = buf[..info.buffer_size()]
+        .chunks(channels)
+        .map(|p| match channels {
+            4 => [p[0], p[1], p[2], p[3]],
+            3 => [p[0], p[1], p[2], 255],
+            2 => [p[0], p[0], p[0], p[1]],
+            _ => [p[0], p[0], p[0], 255],
+        })
+        .collect();
+    Png {
+        width: info.width,
+        height: info.height,
+        rgba,
+    }
+}
+
+impl Png {
+    /// Share of pixels within a small distance of `rgb`.
+    fn share_near(&self, rgb: [u8; 3]) -> f64 {
+        let near = self
+            .rgba
+            .iter()
+            .filter(|p| (0..3).all(|i| p[i].abs_diff(rgb[i]) <= 24))
+            .count();
+        near as f64 / self.rgba.len() as f64
+    }
+    /// Share of dark pixels: rendered text.
+    fn share_dark(&self) -> f64 {
+        let dark = self
+            .rgba
+            .iter()
+            .filter(|p| p[0] < 110 && p[1] < 110 && p[2] < 110)
+            .count();
+        dark as f64 / self.rgba.len() as f64
+    }
+}
+
+const FROZEN_RED: [u8; 3] = [0xb3, 0x26, 0x1e];
+const NORMAL_GREEN: [u8; 3] = [0x1e, 0x7e, 0x34];
+
+async fn screenshot(client: &Client, css: &str, name: &str) -> Png {
+    let element = client.find(Locator::Css(css)).await.unwrap();
+    let bytes = element.screenshot().await.unwrap();
+    // Kept for a human to look at after a failure.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web_page");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), &bytes).unwrap();
+    decode(&bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merchant_sees_why_and_appeals_analyst_overturns_in_a_real_browser() {
+    let Some((_driver, browser)) = browser().await else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let rules = tempfile::tempdir().unwrap();
+    copy_rules(rules.path());
+    let key = |role, account: Option<&str>| {
+        add_key(data.path(), role, account.map(str::to_owned), 0)
+            .unwrap()
+            .1
+    };
+    let gateway = key(Role::Gateway, None);
+    let merchant = key(Role::Merchant, Some(CODE));
+    let other = key(Role::Merchant, Some("another-shop"));
+    let analyst = key(Role::Analyst, None);
+    let server = TestServer::start_with(Config {
+        data_dir: data.path().to_owned(),
+        rules_dir: rules.path().to_owned(),
+        watch_rules: false,
+        ..Config::default()
+    })
+    .await;
+    let mut client = server.client().await;
+
+    // 31 different payers within the hour freeze the code.
+    let start = (now_ms() / 3_600_000 - 1) * 3_600_000;
+    for n in 1..=31 {
+        let req = collection(CODE, &format!("c-{n}"), n, start + n as i64 * 60_000);
+        client.score(with_key(req, &gateway)).await.unwrap();
+    }
+    let page = format!("http://{}/", server.http_addr);
+
+    // Without a key the page asks for one.
+    browser.goto(&page).await.unwrap();
+    text_of(&browser, "#signin-form").await;
+    assert!(browser
+        .find(Locator::Css("#signin"))
+        .await
+        .unwrap()
+        .is_displayed()
+        .await
+        .unwrap());
+
+    // The merchant signs in with the key in the link and sees the freeze with its numbers.
+    browser
+        .goto(&format!("{page}#key={merchant}"))
+        .await
+        .unwrap();
+    wait_for_text(&browser, "#status", "Frozen").await;
+    let url = browser.current_url().await.unwrap();
+    assert!(
+        !url.as_str().contains(&merchant),
+        "key left in the URL: {url}"
+    );
+    let account = text_of(&browser, "#account").await;
+    for wanted in [
+        "31 different payers in the last hour (limit 30)",
+        "What would change the outcome",
+        "merchant collection code",
+        "¥200.00",
+        "payee.distinct_payers_1h",
+        "Model factors",
+    ] {
+        assert!(
+            account.contains(wanted),
+            "{wanted:?} missing from:\n{account}"
+        );
+    }
+    assert_eq!(text_of(&browser, "#account-id").await, CODE);
+
+    // The explanation view, checked in a screenshot: a red status badge and rendered text.
+    let badge = screenshot(&browser, "#status", "status-frozen.png").await;
+    assert!(
+        badge.share_near(FROZEN_RED) > 0.4,
+        "the frozen badge is not red"
+    );
+    let view = screenshot(&browser, "#account", "explanation-frozen.png").await;
+    assert!(
+        view.width >= 600 && view.height >= 300,
+        "{}x{}",
+        view.width,
+        view.height
+    );
+    assert!(
+        view.share_dark() > 0.01,
+        "no text rendered in the explanation"
+    );
+    assert!(view.share_near(FROZEN_RED) > 0.001);
+
+    // The same explanation in Chinese.
+    browser
+        .find(Locator::Css("#lang"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(
+        &browser,
+        "#account",
+        "在过去1小时内收到 31 位不同付款人的付款（上限 30）",
+    )
+    .await;
+    wait_for_text(&browser, "#status", "已冻结").await;
+    browser
+        .find(Locator::Css("#lang"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    // The page's API refuses another merchant's account, and names no details.
+    let path = format!("/api/explain?account_id={CODE}");
+    assert_eq!(fetch_status(&browser, &path, &other).await, 403);
+    assert_eq!(fetch_status(&browser, &path, "not-a-key").await, 401);
+    assert_eq!(fetch_status(&browser, &path, &merchant).await, 200);
+
+    // The merchant appeals.
+    let statement = "夜市摊位，付款的都是真实顾客 / night-market stall, real customers";
+    browser
+        .find(Locator::Css("#statement"))
+        .await
+        .unwrap()
+        .send_keys(statement)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("#appeal-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&browser, "#appeal", "Your appeal is being reviewed").await;
+    let appeal_text = text_of(&browser, "#appeal .appeal").await;
+    assert!(appeal_text.contains(statement) && appeal_text.contains("Open"));
+    assert!(browser.find(Locator::Css("#appeal-form")).await.is_err());
+
+    // The analyst sees the queue, reviews with a re-score, and overturns.
+    browser
+        .find(Locator::Css("#signout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .goto(&format!("{page}#key={analyst}"))
+        .await
+        .unwrap();
+    wait_for_text(&browser, "#queue-list", statement).await;
+    browser
+        .find(Locator::Css("#queue-list button.review"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&browser, "#account", "would still stand").await;
+    let note = "Verified the stall in person.";
+    browser
+        .find(Locator::Css("input[value=OVERTURN]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("#resolve-note"))
+        .await
+        .unwrap()
+        .send_keys(note)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("#resolve-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&browser, "#status", "Normal").await;
+    wait_for_text(&browser, "#appeal", "Overturned").await;
+    wait_for_text(&browser, "#account", "will not act on this account").await;
+    wait_for_text(&browser, "#queue-list", "No appeals here").await;
+
+    // Back as the merchant: restored, with the reviewer's note, and a green badge.
+    browser
+        .find(Locator::Css("#signout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .goto(&format!("{page}#key={merchant}"))
+        .await
+        .unwrap();
+    wait_for_text(&browser, "#status", "Normal").await;
+    wait_for_text(&browser, "#appeal", note).await;
+    let badge = screenshot(&browser, "#status", "status-normal.png").await;
+    assert!(
+        badge.share_near(NORMAL_GREEN) > 0.4,
+        "the restored badge is not green"
+    );
+    assert!(badge.share_near(FROZEN_RED) < 0.01);
+
+    browser.close().await.unwrap();
+    server.stop().await;
+}
+
+/// A plain HTTP/1.1 request on loopback; returns (status code, JSON body).
+async fn call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, serde_json::from_str(body).unwrap_or(json!(body)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_api_answers_bad_calls_with_clear_errors() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path()).await;
+    server.client().await;
+    let addr = server.http_addr;
+
+    let (code, body) = call(addr, "GET", "/api/whoami", "").await;
+    assert_eq!((code, body["role"].as_str()), (200, Some("open")));
+    let (code, body) = call(addr, "GET", "/api/appeals?status=BOGUS", "").await;
+    assert_eq!(code, 400);
+    assert_eq!(body["code"], "INVALID_ARGUMENT");
+    assert!(
+        body["message"].as_str().unwrap().contains("BOGUS"),
+        "{body}"
+    );
+    let (code, body) = call(addr, "POST", "/api/appeals", "{not json").await;
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (400, Some("INVALID_ARGUMENT"))
+    );
+    let (code, body) = call(addr, "GET", "/api/appeals/ap-missing", "").await;
+    assert_eq!((code, body["code"].as_str()), (404, Some("NOT_FOUND")));
+    let (code, body) = call(addr, "GET", "/api/explain", "").await;
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (400, Some("INVALID_ARGUMENT"))
+    );
+    let (code, body) = call(addr, "GET", "/api/explain?account_id=shop-1", "").await;
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some("NORMAL")),
+        "{body}"
+    );
+    let resolve = r#"{"resolution": "OVERTURN", "note": "x"}"#;
+    let (code, _) = call(addr, "POST", "/api/appeals/ap-missing/resolve", resolve).await;
+    assert_eq!(code, 404);
+    let (code, page) = call(addr, "GET", "/", "").await;
+    assert!(code == 200 && page.as_str().unwrap().contains("/app.js"));
+    server.stop().await;
+}
