@@ -1,9 +1,11 @@
 //! The decision record store: every decision with its evidence and outcomes, in sled, and
 //! the ordered log of what changed the feature windows.
 //!
-//! One tree holds every key so a decision, its index and its log entry land in one atomic
-//! batch: `p/<payment_id>` → encoded `StoredDecision`, `d/<decision_id>` → payment id,
-//! `s/<seq, big-endian u64>` → log entry, `f/<feature set version>` → the feature names
+//! One tree holds every key so a decision and its log entry land in one atomic batch:
+//! `p/<payment_id>` → encoded `StoredDecision`, `s/<seq, big-endian u64>` → log entry
+//! (a decision's id is its payment's log position, so finding it needs no index of its
+//! own; records from before that have `d/<decision_id>` → payment id),
+//! `f/<feature set version>` → the feature names
 //! (JSON), once per version: a decision stores only its feature values, which keeps the
 //! record (and its write, the largest step of a Score) a fraction of the size. The feature
 //! store checkpoints its state now and then; the log lets it replay what came after its
@@ -36,8 +38,26 @@ fn payment_key(payment_id: &str) -> Vec<u8> {
     [b"p/", payment_id.as_bytes()].concat()
 }
 
-fn decision_key(decision_id: &str) -> Vec<u8> {
+/// Field numbers of `StoredDecision` (proto/fengkong/v1/storage.proto).
+const STORED_DECISION_FIELD: u32 = 15;
+const STORED_VALUES_FIELD: u32 = 16;
+
+fn legacy_decision_key(decision_id: &str) -> Vec<u8> {
     [b"d/", decision_id.as_bytes()].concat()
+}
+
+/// The id of the decision whose payment is log entry `seq`. Twenty decimal digits, so it
+/// can never equal an older id (sixteen hex digits, from `d/` index days).
+pub fn decision_id(seq: u64) -> String {
+    format!("d-{seq:020}")
+}
+
+fn seq_of_decision(decision_id: &str) -> Option<u64> {
+    let digits = decision_id.strip_prefix("d-")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 impl DecisionStore {
@@ -121,7 +141,20 @@ impl DecisionStore {
     }
 
     pub fn by_decision_id(&self, decision_id: &str) -> Result<Option<Decision>, StoreError> {
-        match self.tree.get(decision_key(decision_id))? {
+        if let Some(seq) = seq_of_decision(decision_id) {
+            let payment_id = match self
+                .tree
+                .get(log_key(seq))?
+                .as_deref()
+                .and_then(LogEntry::decode)
+            {
+                Some(LogEntry::Payment { payment_id }) => payment_id,
+                _ => return Ok(None),
+            };
+            let decision = self.by_payment(&payment_id)?;
+            return Ok(decision.filter(|d| ids(d).1 == decision_id));
+        }
+        match self.tree.get(legacy_decision_key(decision_id))? {
             Some(payment_id) => {
                 let payment_id = String::from_utf8_lossy(&payment_id).into_owned();
                 self.by_payment(&payment_id)
@@ -130,23 +163,22 @@ impl DecisionStore {
         }
     }
 
-    /// Adds a new decision (with its id index) to `batch`; the caller applies the batch.
-    /// `decision.features` is left empty: `feature_values` are the values of the feature
-    /// set `decision.feature_set_version`, registered beforehand.
+    /// Adds a decision to `batch`; the caller applies it with the payment's log entry, at
+    /// the position its decision id names. `decision.features` is left empty:
+    /// `feature_values` are the values of the feature set `decision.feature_set_version`,
+    /// registered beforehand.
     pub fn stage_insert(
         &self,
         batch: &mut sled::Batch,
-        decision: Decision,
+        decision: &Decision,
         feature_values: &[f64],
     ) {
-        let (payment_id, decision_id) = ids(&decision);
-        let (payment, id) = (payment_key(payment_id), decision_key(decision_id));
-        batch.insert(id, payment_id.as_bytes());
-        let stored = StoredDecision {
-            decision: Some(decision),
-            feature_values: feature_values.to_vec(),
-        };
-        batch.insert(payment, stored.encode_to_vec());
+        // The bytes of a `StoredDecision`, written field by field so the hot path copies
+        // neither the decision nor the values into one first.
+        let mut bytes = Vec::with_capacity(decision.encoded_len() + 8 * feature_values.len() + 16);
+        prost::encoding::message::encode(STORED_DECISION_FIELD, decision, &mut bytes);
+        prost::encoding::double::encode_packed(STORED_VALUES_FIELD, feature_values, &mut bytes);
+        batch.insert(payment_key(ids(decision).0), bytes);
     }
 
     /// Replaces a stored decision, as read from this store (e.g. with an outcome added);
@@ -159,7 +191,7 @@ impl DecisionStore {
             let _ = self.register_feature_set(&decision.feature_set_version, &names);
         }
         let values: Vec<f64> = decision.features.drain(..).map(|f| f.value).collect();
-        self.stage_insert(batch, decision, &values);
+        self.stage_insert(batch, &decision, &values);
     }
 
     /// For callers that write decisions inside a multi-tree transaction.
@@ -304,7 +336,7 @@ mod tests {
         let store = DecisionStore::open(&db).unwrap();
         let decision = Decision {
             response: Some(ScoreResponse {
-                decision_id: "d-1".into(),
+                decision_id: decision_id(7),
                 payment_id: "p-1".into(),
                 ..Default::default()
             }),
@@ -314,7 +346,11 @@ mod tests {
         let names = ["payer.count_1h".to_string(), "payee.amount_24h".to_string()];
         store.register_feature_set("fs1", &names).unwrap();
         let mut batch = sled::Batch::default();
-        store.stage_insert(&mut batch, decision.clone(), &[3.0, 2_500.0]);
+        store.stage_insert(&mut batch, &decision, &[3.0, 2_500.0]);
+        let entry = LogEntry::Payment {
+            payment_id: "p-1".into(),
+        };
+        store.stage_log(&mut batch, 7, &entry);
         store.apply(batch).unwrap();
         let read = store.by_payment("p-1").unwrap().unwrap();
         assert_eq!(read.features.len(), 2);
@@ -327,7 +363,14 @@ mod tests {
             },
             decision
         );
-        assert_eq!(store.by_decision_id("d-1").unwrap(), Some(read.clone()));
+        assert_eq!(decision_id(7), "d-00000000000000000007");
+        assert_eq!(
+            store.by_decision_id(&decision_id(7)).unwrap(),
+            Some(read.clone())
+        );
+        // Ids that name no payment, or another payment's log position, find nothing.
+        assert_eq!(store.by_decision_id(&decision_id(8)).unwrap(), None);
+        assert_eq!(store.by_decision_id("d-1").unwrap(), None);
         assert_eq!(store.by_payment("p-2").unwrap(), None);
         assert_eq!(store.len(), 1);
 
@@ -361,7 +404,12 @@ mod tests {
             .tree
             .insert(payment_key("p-old"), legacy.encode_to_vec())
             .unwrap();
+        store
+            .tree
+            .insert(legacy_decision_key("d-old"), "p-old")
+            .unwrap();
         assert_eq!(store.by_payment("p-old").unwrap(), Some(legacy.clone()));
+        assert_eq!(store.by_decision_id("d-old").unwrap(), Some(legacy.clone()));
         let mut batch = sled::Batch::default();
         store.stage_update(&mut batch, &legacy);
         store.apply(batch).unwrap();

@@ -356,7 +356,7 @@ impl Engine {
 
         // Everything that can fail comes before the windows change or in `write`, which
         // rebuilds them from the log on failure: memory never counts an unlogged payment.
-        let decision_id = format!("d-{:016x}", self.db.generate_id()?);
+        let decision_id = crate::store::decision_id(self.next_seq);
         let observation = match self.features.observe(&payment, &mut self.values) {
             Ok(observation) => observation,
             Err(e) => return Err(self.rebuild_after(e.into())),
@@ -433,8 +433,8 @@ impl Engine {
             model_version: self.model_version().to_owned(),
             evaluated_at_ms: now_ms,
         };
-        let record = Decision {
-            response: Some(response.clone()),
+        let mut record = Decision {
+            response: Some(response),
             request: Some(req.clone()),
             // Stored as bare values: see `DecisionStore::stage_insert`.
             features: Vec::new(),
@@ -452,14 +452,13 @@ impl Engine {
         for change in &record.account_changes {
             self.accounts.stage_change(&mut batch, change);
         }
-        let changes = record.account_changes.clone();
         self.decisions
-            .stage_insert(&mut batch, record, &self.values);
+            .stage_insert(&mut batch, &record, &self.values);
         self.write(batch, &[entry])?;
-        self.apply_changes(changes);
+        self.apply_changes(std::mem::take(&mut record.account_changes));
         self.telemetry.stage("record", rules_done.elapsed());
         Ok(Scored {
-            response,
+            response: record.response.take().unwrap_or_default(),
             replayed: false,
         })
     }
