@@ -31,6 +31,8 @@ pub struct Config {
     pub features_file: Option<PathBuf>,
     /// Entity states the feature store keeps in memory.
     pub feature_cache_entities: usize,
+    /// sled's page cache, in MiB (sled's own default is 1 GiB).
+    pub sled_cache_mib: u64,
     /// Payments (and outcomes) between two checkpoints of the feature windows. Fewer means
     /// more writing; more means a longer replay of the decision log after a crash.
     pub feature_checkpoint_every: usize,
@@ -70,6 +72,7 @@ impl Default for Config {
             watch_rules: true,
             features_file: None,
             feature_cache_entities: 100_000,
+            sled_cache_mib: 256,
             feature_checkpoint_every: 5_000,
             limits: Limits::default(),
             commit_delay_us: 0,

@@ -115,7 +115,7 @@ impl Engine {
     /// file and rules. A second process on the same folder fails here at once: sled holds
     /// an exclusive lock on it.
     pub fn open(config: &Config) -> Result<Engine, EngineError> {
-        let db = open_db(&config.data_dir)?;
+        let db = open_db(&config.data_dir, config.sled_cache_mib)?;
         Engine::with_db(db, config)
     }
 
@@ -706,9 +706,10 @@ fn outcome_kind(raw: i32) -> Result<OutcomeKind, EngineError> {
     }
 }
 
-pub fn open_db(path: &Path) -> Result<sled::Db, EngineError> {
+pub fn open_db(path: &Path, cache_mib: u64) -> Result<sled::Db, EngineError> {
     sled::Config::new()
         .path(path)
+        .cache_capacity(cache_mib.saturating_mul(1 << 20))
         // Durability comes from the group committer's explicit flushes; sled's own
         // timer flush only adds work.
         .flush_every_ms(None)
