@@ -107,7 +107,8 @@ fn setup(warm: usize) -> (tempfile::TempDir, sled::Db, FeatureStore, Gen) {
 fn bench_observe(c: &mut Criterion) {
     let (_dir, _db, mut store, mut g) = setup(100_000);
     let mut out = Vec::with_capacity(64);
-    // What the engine does: observe every payment, checkpoint every CHECKPOINT_EVERY.
+    // What the engine does: observe every payment, start a background checkpoint every
+    // CHECKPOINT_EVERY (the next one waits for it).
     let mut n = 0usize;
     c.bench_function("observe_default_set_checkpointed", |b| {
         b.iter_batched(
@@ -116,7 +117,7 @@ fn bench_observe(c: &mut Criterion) {
                 store.observe(&p, &mut out).unwrap();
                 n += 1;
                 if n.is_multiple_of(CHECKPOINT_EVERY) {
-                    store.checkpoint(b"").unwrap();
+                    store.start_checkpoint(b"").unwrap();
                 }
             },
             criterion::BatchSize::SmallInput,
@@ -138,7 +139,31 @@ fn bench_observe(c: &mut Criterion) {
 /// The engine's default `feature_checkpoint_every`.
 const CHECKPOINT_EVERY: usize = 5_000;
 
+/// CPU seconds used so far by the whole process and by the calling thread (utime + stime,
+/// from /proc; 0 where /proc is unavailable).
+fn cpu_secs() -> (f64, f64) {
+    fn read(path: &str) -> f64 {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return 0.0;
+        };
+        let Some(rest) = text.rsplit(')').next() else {
+            return 0.0;
+        };
+        // Fields after the command: state is field 3, utime 14, stime 15 (clock ticks).
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f
+            .get(11..13)
+            .map_or(0.0, |v| v.iter().filter_map(|x| x.parse::<f64>().ok()).sum());
+        ticks / 100.0
+    }
+    (read("/proc/self/stat"), read("/proc/thread-self/stat"))
+}
+
+/// Replays `n` generated payments, checkpointing every `commit_every` like the engine does
+/// (`start_checkpoint`: the sled write runs on its own thread while scoring goes on), or,
+/// with `REPLAY_SYNC=1`, waiting for each checkpoint.
 fn replay(n: usize, commit_every: usize) {
+    let sync = std::env::var("REPLAY_SYNC").is_ok_and(|v| v == "1");
     let (_dir, db, mut store, mut g) = setup(0);
     // Payments are generated on the fly (1M would take ~0.5 GB); their cost is measured apart.
     let gen_start = Instant::now();
@@ -148,16 +173,23 @@ fn replay(n: usize, commit_every: usize) {
     }
     let gen_secs = gen_start.elapsed().as_secs_f64();
     let mut out = Vec::new();
+    let (cpu0, main0) = cpu_secs();
     let start = Instant::now();
     for i in 0..n {
         let p = g.next();
         store.observe(&p, &mut out).unwrap();
         if commit_every != 0 && i % commit_every == commit_every - 1 {
-            store.checkpoint(b"").unwrap();
+            if sync {
+                store.checkpoint(b"").unwrap();
+            } else {
+                store.start_checkpoint(b"").unwrap();
+            }
         }
     }
     store.checkpoint(b"").unwrap();
     let secs = start.elapsed().as_secs_f64() - gen_secs;
+    let (cpu1, main1) = cpu_secs();
+    let (cpu, main) = (cpu1 - cpu0 - gen_secs, main1 - main0 - gen_secs);
     let (mut keys, mut bytes, mut biggest) = (0usize, 0usize, 0usize);
     for kv in db
         .open_tree(StoreOptions::default().tree_name)
@@ -170,13 +202,21 @@ fn replay(n: usize, commit_every: usize) {
         biggest = biggest.max(v.len());
     }
     println!(
-        "  stored {keys} entities, {bytes} bytes (avg {} B, max {biggest} B)",
-        bytes / keys.max(1)
+        "  stored {keys} entities, {bytes} bytes (avg {} B, max {biggest} B); cache {} entities, {:?}",
+        bytes / keys.max(1),
+        store.cached_entities(),
+        store.cache_stats()
     );
     println!(
-        "replay {n} payments, commit every {commit_every}: {secs:.2} s (excluding {gen_secs:.2} s generating), {:.0} payments/s, cache {} entities",
+        "  CPU: {:.2} µs/payment in all threads, {:.2} µs/payment on the scoring thread ({:.0} payments per CPU-second)",
+        cpu * 1e6 / n as f64,
+        main * 1e6 / n as f64,
+        n as f64 / cpu.max(1e-9)
+    );
+    println!(
+        "replay {n} payments, {} every {commit_every}: {secs:.2} s (excluding {gen_secs:.2} s generating), {:.0} payments/s",
+        if sync { "checkpoint (waited)" } else { "start_checkpoint" },
         n as f64 / secs,
-        store.cached_entities()
     );
 }
 
