@@ -151,9 +151,9 @@ fn cpu_secs() -> (f64, f64) {
         };
         // Fields after the command: state is field 3, utime 14, stime 15 (clock ticks).
         let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = f
-            .get(11..13)
-            .map_or(0.0, |v| v.iter().filter_map(|x| x.parse::<f64>().ok()).sum());
+        let ticks: f64 = f.get(11..13).map_or(0.0, |v| {
+            v.iter().filter_map(|x| x.parse::<f64>().ok()).sum()
+        });
         ticks / 100.0
     }
     (read("/proc/self/stat"), read("/proc/thread-self/stat"))

@@ -93,6 +93,7 @@
 //! reading and recording, plus sled: one insert per entity key and the watermark. On the
 //! 2-core test machine sled's ~7 inserts per payment dominate (see `benches/features.rs`).
 
+mod presence;
 pub mod spec;
 mod state;
 mod store;

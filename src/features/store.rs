@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use crate::payment::{OutcomeKind, Payment};
 
+use super::presence::{key_hash, Presence};
 use super::spec::{
     fnv64, hour_of, is_night, is_weekend, year_start_day, Aggregate, EntityPlan, FeatureDef,
     FeatureSet, Reader, SeriesKind, Window, DAY_MS,
@@ -99,6 +100,8 @@ pub struct FeatureStore {
     key: Vec<u8>,
     enc: Vec<u8>,
     sweep_cursor: Vec<u8>,
+    /// Keys that may be stored: a miss on any other key needs no sled read.
+    presence: Presence,
 }
 
 fn bucket(t: i64, w: i64, tz: i64) -> i64 {
@@ -138,6 +141,7 @@ fn load<'c>(
     cache: &'c mut HashMap<Vec<u8>, Cached>,
     stats: &mut CacheStats,
     tree: &sled::Tree,
+    presence: &mut Presence,
     key: &[u8],
     entity: usize,
     meta: &EntityMeta,
@@ -148,7 +152,13 @@ fn load<'c>(
     } else {
         stats.misses += 1;
         let kinds: Vec<&SeriesKind> = meta.kinds.iter().collect();
-        let state = match tree.get(key)? {
+        presence.poll();
+        let stored = if presence.may_contain(key_hash(key)) {
+            tree.get(key)?
+        } else {
+            None
+        };
+        let state = match stored {
             Some(v) => EntityState::decode(&v, &meta.sigs, &kinds)?,
             None => EntityState {
                 first_ms: None,
@@ -309,6 +319,7 @@ impl FeatureStore {
     ) -> Result<FeatureStore, FeatureError> {
         let tree = db.open_tree(options.tree_name.as_bytes())?;
         let watermark = load_watermark(&tree)?;
+        let presence = Presence::open(&tree);
         let meta = set
             .entities
             .iter()
@@ -331,6 +342,7 @@ impl FeatureStore {
             key: Vec::new(),
             enc: Vec::new(),
             sweep_cursor: Vec::new(),
+            presence,
         })
     }
 
@@ -411,6 +423,7 @@ impl FeatureStore {
             dirty_keys,
             stats,
             key,
+            presence,
             ..
         } = self;
         for (ei, plan) in set.entities.iter().enumerate() {
@@ -418,7 +431,7 @@ impl FeatureStore {
                 continue;
             }
             *tick += 1;
-            let c = load(cache, stats, tree, key, ei, &meta[ei], *tick)?;
+            let c = load(cache, stats, tree, presence, key, ei, &meta[ei], *tick)?;
             let st = &mut c.state;
             compact(plan, st, *watermark, lateness, tz);
             for r in &plan.readers {
@@ -488,6 +501,7 @@ impl FeatureStore {
             dirty_keys,
             stats,
             key,
+            presence,
             ..
         } = self;
         for (ei, plan) in set.entities.iter().enumerate() {
@@ -501,7 +515,7 @@ impl FeatureStore {
                 continue;
             }
             *tick += 1;
-            let c = load(cache, stats, tree, key, ei, &meta[ei], *tick)?;
+            let c = load(cache, stats, tree, presence, key, ei, &meta[ei], *tick)?;
             let st = &mut c.state;
             compact(plan, st, *watermark, lateness, tz);
             for (s, spec) in st.series.iter_mut().zip(&plan.series) {
@@ -565,6 +579,8 @@ impl FeatureStore {
     /// cache miss never reads an older state from disk.
     pub fn start_checkpoint(&mut self, marker: &[u8]) -> Result<usize, FeatureError> {
         self.wait_checkpoint()?;
+        // No write is in flight here, as a new key scan requires.
+        self.presence.maintain(&self.tree);
         let cap = self.capacity;
         if self.cache.len() > cap + cap / 4 {
             let keep_after = self.tick.saturating_sub(cap as u64);
@@ -574,6 +590,9 @@ impl FeatureStore {
         let written = self.dirty_keys.len();
         for key in self.dirty_keys.drain(..) {
             if let Some(c) = self.cache.get_mut(&key) {
+                if !c.state.is_empty() {
+                    self.presence.insert(key_hash(&key));
+                }
                 write(
                     &mut batch,
                     &key,
