@@ -93,8 +93,8 @@ pub struct FeatureStore {
     tick: u64,
     watermark: Option<i64>,
     stats: CacheStats,
-    /// Keys of the entity states changed since the last checkpoint.
-    dirty_keys: Vec<Vec<u8>>,
+    /// Entity states changed since the last checkpoint (marked `dirty` in the cache).
+    dirty_count: usize,
     /// The last checkpoint's write, running on its own thread.
     pending: Option<std::thread::JoinHandle<Result<(), sled::Error>>>,
     key: Vec<u8>,
@@ -151,7 +151,6 @@ fn load<'c>(
         stats.hits += 1;
     } else {
         stats.misses += 1;
-        let kinds: Vec<&SeriesKind> = meta.kinds.iter().collect();
         presence.poll();
         let stored = if presence.may_contain(key_hash(key)) {
             tree.get(key)?
@@ -159,10 +158,10 @@ fn load<'c>(
             None
         };
         let state = match stored {
-            Some(v) => EntityState::decode(&v, &meta.sigs, &kinds)?,
+            Some(v) => EntityState::decode(&v, &meta.sigs, &meta.kinds)?,
             None => EntityState {
                 first_ms: None,
-                series: kinds.iter().map(|k| SeriesState::new(k)).collect(),
+                series: meta.kinds.iter().map(SeriesState::new).collect(),
             },
         };
         cache.insert(
@@ -336,7 +335,7 @@ impl FeatureStore {
             capacity: options.cache_capacity.max(1),
             tick: 0,
             watermark,
-            dirty_keys: Vec::new(),
+            dirty_count: 0,
             pending: None,
             stats: CacheStats::default(),
             key: Vec::new(),
@@ -362,7 +361,7 @@ impl FeatureStore {
 
     /// Entity states changed since the last checkpoint.
     pub fn dirty_entities(&self) -> usize {
-        self.dirty_keys.len()
+        self.dirty_count
     }
 
     pub fn watermark_ms(&self) -> Option<i64> {
@@ -420,7 +419,7 @@ impl FeatureStore {
             cache,
             tick,
             watermark,
-            dirty_keys,
+            dirty_count,
             stats,
             key,
             presence,
@@ -470,7 +469,7 @@ impl FeatureStore {
             }
             if !late && !c.dirty {
                 c.dirty = true;
-                dirty_keys.push(key.clone());
+                *dirty_count += 1;
             }
         }
         Ok(Observation {
@@ -498,7 +497,7 @@ impl FeatureStore {
             cache,
             tick,
             watermark,
-            dirty_keys,
+            dirty_count,
             stats,
             key,
             presence,
@@ -554,7 +553,7 @@ impl FeatureStore {
             }
             if !c.dirty {
                 c.dirty = true;
-                dirty_keys.push(key.clone());
+                *dirty_count += 1;
             }
         }
         Ok(())
@@ -587,21 +586,21 @@ impl FeatureStore {
             self.cache.retain(|_, c| c.dirty || c.tick > keep_after);
         }
         let mut batch = sled::Batch::default();
-        let written = self.dirty_keys.len();
-        for key in self.dirty_keys.drain(..) {
-            if let Some(c) = self.cache.get_mut(&key) {
-                if !c.state.is_empty() {
-                    self.presence.insert(key_hash(&key));
-                }
-                write(
-                    &mut batch,
-                    &key,
-                    &c.state,
-                    &self.meta[c.entity].sigs,
-                    &mut self.enc,
-                );
-                c.dirty = false;
+        let written = self.dirty_count;
+        self.dirty_count = 0;
+        // Walking the cache costs less than keeping a copy of every dirty key.
+        for (key, c) in self.cache.iter_mut().filter(|(_, c)| c.dirty) {
+            if !c.state.is_empty() {
+                self.presence.insert(key_hash(key));
             }
+            write(
+                &mut batch,
+                key,
+                &c.state,
+                &self.meta[c.entity].sigs,
+                &mut self.enc,
+            );
+            c.dirty = false;
         }
         if let Some(wm) = self.watermark {
             batch.insert(WATERMARK_KEY, &wm.to_le_bytes()[..]);
@@ -634,7 +633,7 @@ impl FeatureStore {
         // The failed or finished write's outcome no longer matters: the caller recovers.
         let _ = self.wait_checkpoint();
         self.cache.clear();
-        self.dirty_keys.clear();
+        self.dirty_count = 0;
         // If even this read fails the next commit fails too; keep the last known value.
         if let Ok(w) = load_watermark(&self.tree) {
             self.watermark = w;
@@ -685,8 +684,7 @@ impl FeatureStore {
             };
             let plan = &self.set.entities[ei];
             let meta = &self.meta[ei];
-            let kinds: Vec<&SeriesKind> = meta.kinds.iter().collect();
-            let mut st = EntityState::decode(&v, &meta.sigs, &kinds)?;
+            let mut st = EntityState::decode(&v, &meta.sigs, &meta.kinds)?;
             let before = st.clone();
             compact(plan, &mut st, wm, lateness, tz);
             if st.is_empty() {
