@@ -251,9 +251,100 @@ fn sled_raw(n: usize, keys_per_batch: usize) {
     );
 }
 
+/// Disk per active account for a year of history: `accounts` payers, each paying `per_day`
+/// times a day (to one of its 20 usual payees, one of 50 merchants shared by everybody, from
+/// its own device and IP, a card on every third) for 365 days, in event-time order, with the
+/// engine's checkpoint cadence; then one full sweep. Reports stored bytes (keys + values of the
+/// features tree) and sled's size on disk, per account.
+fn year_of_accounts(accounts: u64, per_day: u64) {
+    const DAY: i64 = 86_400_000;
+    let (dir, db, mut store, _) = setup(0);
+    let mut out = Vec::new();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut n = 0usize;
+    for day in 0..365i64 {
+        for slot in 0..per_day {
+            for a in 0..accounts {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let t = T0 + day * DAY + (slot * (DAY as u64 / per_day) + a) as i64;
+                let usual = (a * 7 + x % 20) % 20;
+                let payee = if x.is_multiple_of(4) {
+                    format!("m{}", x % 50)
+                } else {
+                    format!("p{a}_{usual}")
+                };
+                let p = Payment {
+                    payment_id: format!("y{n}"),
+                    event_time_ms: t,
+                    channel: Channel::ALL[(x >> 33) as usize % Channel::ALL.len()],
+                    scene: Scene::ALL[(x >> 36) as usize % Scene::ALL.len()],
+                    payer: Payer {
+                        account_id: format!("u{a}"),
+                        real_name_verified: true,
+                        registered_at_ms: 0,
+                    },
+                    payee: Payee {
+                        account_id: payee,
+                        kind: PayeeKind::Merchant,
+                        merchant_category: "5411".into(),
+                    },
+                    amount_fen: 100 + ((x >> 40) % 200_000) as i64,
+                    currency: "CNY".into(),
+                    funding: Funding::ALL[(x >> 52) as usize % Funding::ALL.len()],
+                    card_fingerprint: a.is_multiple_of(3).then(|| format!("c{a}")),
+                    device_id: format!("d{a}"),
+                    ip: format!("10.0.{}.{}", a / 250, a % 250),
+                    city_code: None,
+                    attributes: BTreeMap::new(),
+                };
+                store.observe(&p, &mut out).unwrap();
+                n += 1;
+                if n.is_multiple_of(CHECKPOINT_EVERY) {
+                    store.start_checkpoint(b"").unwrap();
+                }
+            }
+        }
+    }
+    store.checkpoint(b"").unwrap();
+    // What the engine's incremental sweep converges to: expired state deleted.
+    store.discard_cache();
+    loop {
+        if store.sweep(i64::MAX, 100_000).unwrap().wrapped {
+            break;
+        }
+    }
+    db.flush().unwrap();
+    let (mut keys, mut bytes) = (0usize, 0usize);
+    for kv in store.tree().iter() {
+        let (k, v) = kv.unwrap();
+        keys += 1;
+        bytes += k.len() + v.len();
+    }
+    let on_disk = db.size_on_disk().unwrap();
+    drop(dir);
+    println!(
+        "year: {accounts} accounts x {per_day}/day x 365 days = {n} payments: {keys} keys, {bytes} bytes stored = {} B per account; sled size on disk {} B per account",
+        bytes as u64 / accounts,
+        on_disk / accounts
+    );
+}
+
 criterion_group!(benches, bench_observe);
 
 fn main() {
+    if let Ok(v) = std::env::var("YEAR_ACCOUNTS") {
+        let accounts = v.parse().unwrap_or(1_000);
+        let rates: Vec<u64> = std::env::var("YEAR_PER_DAY")
+            .ok()
+            .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+            .unwrap_or_else(|| vec![1, 4]);
+        for r in rates {
+            year_of_accounts(accounts, r);
+        }
+        return;
+    }
     if std::env::var("SLED_RAW").is_ok() {
         sled_raw(700_000, 7);
         return;
