@@ -107,7 +107,8 @@ fn setup(warm: usize) -> (tempfile::TempDir, sled::Db, FeatureStore, Gen) {
 fn bench_observe(c: &mut Criterion) {
     let (_dir, _db, mut store, mut g) = setup(100_000);
     let mut out = Vec::with_capacity(64);
-    // What the engine does: observe every payment, checkpoint every CHECKPOINT_EVERY.
+    // What the engine does: observe every payment, start a background checkpoint every
+    // CHECKPOINT_EVERY (the next one waits for it).
     let mut n = 0usize;
     c.bench_function("observe_default_set_checkpointed", |b| {
         b.iter_batched(
@@ -116,7 +117,7 @@ fn bench_observe(c: &mut Criterion) {
                 store.observe(&p, &mut out).unwrap();
                 n += 1;
                 if n.is_multiple_of(CHECKPOINT_EVERY) {
-                    store.checkpoint(b"").unwrap();
+                    store.start_checkpoint(b"").unwrap();
                 }
             },
             criterion::BatchSize::SmallInput,
@@ -138,7 +139,31 @@ fn bench_observe(c: &mut Criterion) {
 /// The engine's default `feature_checkpoint_every`.
 const CHECKPOINT_EVERY: usize = 5_000;
 
+/// CPU seconds used so far by the whole process and by the calling thread (utime + stime,
+/// from /proc; 0 where /proc is unavailable).
+fn cpu_secs() -> (f64, f64) {
+    fn read(path: &str) -> f64 {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return 0.0;
+        };
+        let Some(rest) = text.rsplit(')').next() else {
+            return 0.0;
+        };
+        // Fields after the command: state is field 3, utime 14, stime 15 (clock ticks).
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f.get(11..13).map_or(0.0, |v| {
+            v.iter().filter_map(|x| x.parse::<f64>().ok()).sum()
+        });
+        ticks / 100.0
+    }
+    (read("/proc/self/stat"), read("/proc/thread-self/stat"))
+}
+
+/// Replays `n` generated payments, checkpointing every `commit_every` like the engine does
+/// (`start_checkpoint`: the sled write runs on its own thread while scoring goes on), or,
+/// with `REPLAY_SYNC=1`, waiting for each checkpoint.
 fn replay(n: usize, commit_every: usize) {
+    let sync = std::env::var("REPLAY_SYNC").is_ok_and(|v| v == "1");
     let (_dir, db, mut store, mut g) = setup(0);
     // Payments are generated on the fly (1M would take ~0.5 GB); their cost is measured apart.
     let gen_start = Instant::now();
@@ -148,16 +173,23 @@ fn replay(n: usize, commit_every: usize) {
     }
     let gen_secs = gen_start.elapsed().as_secs_f64();
     let mut out = Vec::new();
+    let (cpu0, main0) = cpu_secs();
     let start = Instant::now();
     for i in 0..n {
         let p = g.next();
         store.observe(&p, &mut out).unwrap();
         if commit_every != 0 && i % commit_every == commit_every - 1 {
-            store.checkpoint(b"").unwrap();
+            if sync {
+                store.checkpoint(b"").unwrap();
+            } else {
+                store.start_checkpoint(b"").unwrap();
+            }
         }
     }
     store.checkpoint(b"").unwrap();
     let secs = start.elapsed().as_secs_f64() - gen_secs;
+    let (cpu1, main1) = cpu_secs();
+    let (cpu, main) = (cpu1 - cpu0 - gen_secs, main1 - main0 - gen_secs);
     let (mut keys, mut bytes, mut biggest) = (0usize, 0usize, 0usize);
     for kv in db
         .open_tree(StoreOptions::default().tree_name)
@@ -170,13 +202,21 @@ fn replay(n: usize, commit_every: usize) {
         biggest = biggest.max(v.len());
     }
     println!(
-        "  stored {keys} entities, {bytes} bytes (avg {} B, max {biggest} B)",
-        bytes / keys.max(1)
+        "  stored {keys} entities, {bytes} bytes (avg {} B, max {biggest} B); cache {} entities, {:?}",
+        bytes / keys.max(1),
+        store.cached_entities(),
+        store.cache_stats()
     );
     println!(
-        "replay {n} payments, commit every {commit_every}: {secs:.2} s (excluding {gen_secs:.2} s generating), {:.0} payments/s, cache {} entities",
+        "  CPU: {:.2} µs/payment in all threads, {:.2} µs/payment on the scoring thread ({:.0} payments per CPU-second)",
+        cpu * 1e6 / n as f64,
+        main * 1e6 / n as f64,
+        n as f64 / cpu.max(1e-9)
+    );
+    println!(
+        "replay {n} payments, {} every {commit_every}: {secs:.2} s (excluding {gen_secs:.2} s generating), {:.0} payments/s",
+        if sync { "checkpoint (waited)" } else { "start_checkpoint" },
         n as f64 / secs,
-        store.cached_entities()
     );
 }
 
@@ -211,9 +251,100 @@ fn sled_raw(n: usize, keys_per_batch: usize) {
     );
 }
 
+/// Disk per active account for a year of history: `accounts` payers, each paying `per_day`
+/// times a day (to one of its 20 usual payees, one of 50 merchants shared by everybody, from
+/// its own device and IP, a card on every third) for 365 days, in event-time order, with the
+/// engine's checkpoint cadence; then one full sweep. Reports stored bytes (keys + values of the
+/// features tree) and sled's size on disk, per account.
+fn year_of_accounts(accounts: u64, per_day: u64) {
+    const DAY: i64 = 86_400_000;
+    let (dir, db, mut store, _) = setup(0);
+    let mut out = Vec::new();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut n = 0usize;
+    for day in 0..365i64 {
+        for slot in 0..per_day {
+            for a in 0..accounts {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let t = T0 + day * DAY + (slot * (DAY as u64 / per_day) + a) as i64;
+                let usual = (a * 7 + x % 20) % 20;
+                let payee = if x.is_multiple_of(4) {
+                    format!("m{}", x % 50)
+                } else {
+                    format!("p{a}_{usual}")
+                };
+                let p = Payment {
+                    payment_id: format!("y{n}"),
+                    event_time_ms: t,
+                    channel: Channel::ALL[(x >> 33) as usize % Channel::ALL.len()],
+                    scene: Scene::ALL[(x >> 36) as usize % Scene::ALL.len()],
+                    payer: Payer {
+                        account_id: format!("u{a}"),
+                        real_name_verified: true,
+                        registered_at_ms: 0,
+                    },
+                    payee: Payee {
+                        account_id: payee,
+                        kind: PayeeKind::Merchant,
+                        merchant_category: "5411".into(),
+                    },
+                    amount_fen: 100 + ((x >> 40) % 200_000) as i64,
+                    currency: "CNY".into(),
+                    funding: Funding::ALL[(x >> 52) as usize % Funding::ALL.len()],
+                    card_fingerprint: a.is_multiple_of(3).then(|| format!("c{a}")),
+                    device_id: format!("d{a}"),
+                    ip: format!("10.0.{}.{}", a / 250, a % 250),
+                    city_code: None,
+                    attributes: BTreeMap::new(),
+                };
+                store.observe(&p, &mut out).unwrap();
+                n += 1;
+                if n.is_multiple_of(CHECKPOINT_EVERY) {
+                    store.start_checkpoint(b"").unwrap();
+                }
+            }
+        }
+    }
+    store.checkpoint(b"").unwrap();
+    // What the engine's incremental sweep converges to: expired state deleted.
+    store.discard_cache();
+    loop {
+        if store.sweep(i64::MAX, 100_000).unwrap().wrapped {
+            break;
+        }
+    }
+    db.flush().unwrap();
+    let (mut keys, mut bytes) = (0usize, 0usize);
+    for kv in store.tree().iter() {
+        let (k, v) = kv.unwrap();
+        keys += 1;
+        bytes += k.len() + v.len();
+    }
+    let on_disk = db.size_on_disk().unwrap();
+    drop(dir);
+    println!(
+        "year: {accounts} accounts x {per_day}/day x 365 days = {n} payments: {keys} keys, {bytes} bytes stored = {} B per account; sled size on disk {} B per account",
+        bytes as u64 / accounts,
+        on_disk / accounts
+    );
+}
+
 criterion_group!(benches, bench_observe);
 
 fn main() {
+    if let Ok(v) = std::env::var("YEAR_ACCOUNTS") {
+        let accounts = v.parse().unwrap_or(1_000);
+        let rates: Vec<u64> = std::env::var("YEAR_PER_DAY")
+            .ok()
+            .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+            .unwrap_or_else(|| vec![1, 4]);
+        for r in rates {
+            year_of_accounts(accounts, r);
+        }
+        return;
+    }
     if std::env::var("SLED_RAW").is_ok() {
         sled_raw(700_000, 7);
         return;

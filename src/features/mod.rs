@@ -73,7 +73,10 @@
 //! Cache: entity states stay in memory at least until their batch is committed (a batch larger
 //! than the cache grows it temporarily); after a commit, once the cache exceeds 1.25 ×
 //! `cache_capacity`, only states touched in the last `cache_capacity` touches are kept.
-//! Evicted states are re-read from sled. The caller must commit (or `committed()`) or
+//! Evicted states are re-read from sled. A Bloom filter of the keys stored in the tree (built
+//! by a background scan at open, fed with every key written since, rebuilt in the background
+//! once written keys outnumber scanned ones; ~1.5 bytes per stored key) lets a miss on a key
+//! never written (a new payer→payee pair, a new device) skip the sled read. The caller must commit (or `committed()`) or
 //! `discard_cache()` every batch; only applied batches are durable. Buckets below the
 //! retention floor `b(watermark - lateness - (W + L + w))` are dropped whenever an entity is
 //! touched; an entity with nothing left is deleted, as is any found by the incremental
@@ -89,10 +92,12 @@
 //! (longest default retention: the calendar year).
 //!
 //! # Cost
-//! Per payment with the default set (55 features, 6 entity writes): ~10-15 µs of CPU for
-//! reading and recording, plus sled: one insert per entity key and the watermark. On the
-//! 2-core test machine sled's ~7 inserts per payment dominate (see `benches/features.rs`).
+//! Per payment with the default set (55 features, ~5.3 entity writes): ~10-15 µs of CPU for
+//! reading and recording, plus sled: one insert per changed entity key per checkpoint. Most
+//! entities are touched once per checkpoint (new payer→payee pairs above all), so sled's
+//! inserts, on the checkpoint thread, dominate (see `benches/README.md`).
 
+mod presence;
 pub mod spec;
 mod state;
 mod store;

@@ -282,12 +282,12 @@ impl EntityState {
             }
             None => out.push(0),
         }
-        let live: Vec<usize> = (0..self.series.len())
-            .filter(|&i| !self.series[i].is_empty())
-            .collect();
-        put_u(out, live.len() as u64);
-        for i in live {
-            let s = &self.series[i];
+        let live = self.series.iter().filter(|s| !s.is_empty()).count();
+        put_u(out, live as u64);
+        for (i, s) in self.series.iter().enumerate() {
+            if s.is_empty() {
+                continue;
+            }
             out.extend_from_slice(&sigs[i].to_le_bytes());
             out.push(s.tag());
             match s {
@@ -345,7 +345,7 @@ impl EntityState {
     pub fn decode(
         bytes: &[u8],
         sigs: &[u64],
-        kinds: &[&SeriesKind],
+        kinds: &[SeriesKind],
     ) -> Result<EntityState, FeatureError> {
         let mut r = Reader { b: bytes, i: 0 };
         if r.byte()? != VERSION {
@@ -357,7 +357,7 @@ impl EntityState {
         };
         let mut st = EntityState {
             first_ms,
-            series: kinds.iter().map(|k| SeriesState::new(k)).collect(),
+            series: kinds.iter().map(SeriesState::new).collect(),
         };
         let n = r.u64()?;
         for _ in 0..n {

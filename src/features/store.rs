@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use crate::payment::{OutcomeKind, Payment};
 
+use super::presence::{key_hash, Presence};
 use super::spec::{
     fnv64, hour_of, is_night, is_weekend, year_start_day, Aggregate, EntityPlan, FeatureDef,
     FeatureSet, Reader, SeriesKind, Window, DAY_MS,
@@ -92,13 +93,15 @@ pub struct FeatureStore {
     tick: u64,
     watermark: Option<i64>,
     stats: CacheStats,
-    /// Keys of the entity states changed since the last checkpoint.
-    dirty_keys: Vec<Vec<u8>>,
+    /// Entity states changed since the last checkpoint (marked `dirty` in the cache).
+    dirty_count: usize,
     /// The last checkpoint's write, running on its own thread.
     pending: Option<std::thread::JoinHandle<Result<(), sled::Error>>>,
     key: Vec<u8>,
     enc: Vec<u8>,
     sweep_cursor: Vec<u8>,
+    /// Keys that may be stored: a miss on any other key needs no sled read.
+    presence: Presence,
 }
 
 fn bucket(t: i64, w: i64, tz: i64) -> i64 {
@@ -138,6 +141,7 @@ fn load<'c>(
     cache: &'c mut HashMap<Vec<u8>, Cached>,
     stats: &mut CacheStats,
     tree: &sled::Tree,
+    presence: &mut Presence,
     key: &[u8],
     entity: usize,
     meta: &EntityMeta,
@@ -147,12 +151,17 @@ fn load<'c>(
         stats.hits += 1;
     } else {
         stats.misses += 1;
-        let kinds: Vec<&SeriesKind> = meta.kinds.iter().collect();
-        let state = match tree.get(key)? {
-            Some(v) => EntityState::decode(&v, &meta.sigs, &kinds)?,
+        presence.poll();
+        let stored = if presence.may_contain(key_hash(key)) {
+            tree.get(key)?
+        } else {
+            None
+        };
+        let state = match stored {
+            Some(v) => EntityState::decode(&v, &meta.sigs, &meta.kinds)?,
             None => EntityState {
                 first_ms: None,
-                series: kinds.iter().map(|k| SeriesState::new(k)).collect(),
+                series: meta.kinds.iter().map(SeriesState::new).collect(),
             },
         };
         cache.insert(
@@ -309,6 +318,7 @@ impl FeatureStore {
     ) -> Result<FeatureStore, FeatureError> {
         let tree = db.open_tree(options.tree_name.as_bytes())?;
         let watermark = load_watermark(&tree)?;
+        let presence = Presence::open(&tree);
         let meta = set
             .entities
             .iter()
@@ -325,12 +335,13 @@ impl FeatureStore {
             capacity: options.cache_capacity.max(1),
             tick: 0,
             watermark,
-            dirty_keys: Vec::new(),
+            dirty_count: 0,
             pending: None,
             stats: CacheStats::default(),
             key: Vec::new(),
             enc: Vec::new(),
             sweep_cursor: Vec::new(),
+            presence,
         })
     }
 
@@ -350,7 +361,7 @@ impl FeatureStore {
 
     /// Entity states changed since the last checkpoint.
     pub fn dirty_entities(&self) -> usize {
-        self.dirty_keys.len()
+        self.dirty_count
     }
 
     pub fn watermark_ms(&self) -> Option<i64> {
@@ -408,9 +419,10 @@ impl FeatureStore {
             cache,
             tick,
             watermark,
-            dirty_keys,
+            dirty_count,
             stats,
             key,
+            presence,
             ..
         } = self;
         for (ei, plan) in set.entities.iter().enumerate() {
@@ -418,7 +430,7 @@ impl FeatureStore {
                 continue;
             }
             *tick += 1;
-            let c = load(cache, stats, tree, key, ei, &meta[ei], *tick)?;
+            let c = load(cache, stats, tree, presence, key, ei, &meta[ei], *tick)?;
             let st = &mut c.state;
             compact(plan, st, *watermark, lateness, tz);
             for r in &plan.readers {
@@ -457,7 +469,7 @@ impl FeatureStore {
             }
             if !late && !c.dirty {
                 c.dirty = true;
-                dirty_keys.push(key.clone());
+                *dirty_count += 1;
             }
         }
         Ok(Observation {
@@ -485,9 +497,10 @@ impl FeatureStore {
             cache,
             tick,
             watermark,
-            dirty_keys,
+            dirty_count,
             stats,
             key,
+            presence,
             ..
         } = self;
         for (ei, plan) in set.entities.iter().enumerate() {
@@ -501,7 +514,7 @@ impl FeatureStore {
                 continue;
             }
             *tick += 1;
-            let c = load(cache, stats, tree, key, ei, &meta[ei], *tick)?;
+            let c = load(cache, stats, tree, presence, key, ei, &meta[ei], *tick)?;
             let st = &mut c.state;
             compact(plan, st, *watermark, lateness, tz);
             for (s, spec) in st.series.iter_mut().zip(&plan.series) {
@@ -540,7 +553,7 @@ impl FeatureStore {
             }
             if !c.dirty {
                 c.dirty = true;
-                dirty_keys.push(key.clone());
+                *dirty_count += 1;
             }
         }
         Ok(())
@@ -565,24 +578,29 @@ impl FeatureStore {
     /// cache miss never reads an older state from disk.
     pub fn start_checkpoint(&mut self, marker: &[u8]) -> Result<usize, FeatureError> {
         self.wait_checkpoint()?;
+        // No write is in flight here, as a new key scan requires.
+        self.presence.maintain(&self.tree);
         let cap = self.capacity;
         if self.cache.len() > cap + cap / 4 {
             let keep_after = self.tick.saturating_sub(cap as u64);
             self.cache.retain(|_, c| c.dirty || c.tick > keep_after);
         }
         let mut batch = sled::Batch::default();
-        let written = self.dirty_keys.len();
-        for key in self.dirty_keys.drain(..) {
-            if let Some(c) = self.cache.get_mut(&key) {
-                write(
-                    &mut batch,
-                    &key,
-                    &c.state,
-                    &self.meta[c.entity].sigs,
-                    &mut self.enc,
-                );
-                c.dirty = false;
+        let written = self.dirty_count;
+        self.dirty_count = 0;
+        // Walking the cache costs less than keeping a copy of every dirty key.
+        for (key, c) in self.cache.iter_mut().filter(|(_, c)| c.dirty) {
+            if !c.state.is_empty() {
+                self.presence.insert(key_hash(key));
             }
+            write(
+                &mut batch,
+                key,
+                &c.state,
+                &self.meta[c.entity].sigs,
+                &mut self.enc,
+            );
+            c.dirty = false;
         }
         if let Some(wm) = self.watermark {
             batch.insert(WATERMARK_KEY, &wm.to_le_bytes()[..]);
@@ -615,7 +633,7 @@ impl FeatureStore {
         // The failed or finished write's outcome no longer matters: the caller recovers.
         let _ = self.wait_checkpoint();
         self.cache.clear();
-        self.dirty_keys.clear();
+        self.dirty_count = 0;
         // If even this read fails the next commit fails too; keep the last known value.
         if let Ok(w) = load_watermark(&self.tree) {
             self.watermark = w;
@@ -666,8 +684,7 @@ impl FeatureStore {
             };
             let plan = &self.set.entities[ei];
             let meta = &self.meta[ei];
-            let kinds: Vec<&SeriesKind> = meta.kinds.iter().collect();
-            let mut st = EntityState::decode(&v, &meta.sigs, &kinds)?;
+            let mut st = EntityState::decode(&v, &meta.sigs, &meta.kinds)?;
             let before = st.clone();
             compact(plan, &mut st, wm, lateness, tz);
             if st.is_empty() {
