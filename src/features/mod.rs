@@ -76,11 +76,13 @@
 //! Evicted states are re-read from sled. A Bloom filter of the keys stored in the tree (built
 //! by a background scan at open, fed with every key written since, rebuilt in the background
 //! once written keys outnumber scanned ones; ~1.5 bytes per stored key) lets a miss on a key
-//! never written (a new payer→payee pair, a new device) skip the sled read. The caller must commit (or `committed()`) or
-//! `discard_cache()` every batch; only applied batches are durable. Buckets below the
+//! never written (a new payer→payee pair, a new device) skip the sled read. The caller must
+//! commit (or `committed()`) or `discard_cache()` every batch; only applied batches are durable. Buckets below the
 //! retention floor `b(watermark - lateness - (W + L + w))` are dropped whenever an entity is
 //! touched; an entity with nothing left is deleted, as is any found by the incremental
-//! [`FeatureStore::sweep`]. Because nothing readable is ever dropped, features are identical
+//! [`FeatureStore::sweep`], which also rewrites a cold entity once dropping its expired
+//! buckets halves its stored bytes (so stored state stays within twice the live state
+//! without a write per entity per sweep). Because nothing readable is ever dropped, features are identical
 //! whether or not the store was reopened, evicted or swept between events.
 //!
 //! Disk per entity is bounded by buckets, not payments: a counter bucket costs ~6-12 bytes

@@ -653,6 +653,7 @@ impl FeatureStore {
         let lateness = self.set.lateness_ms;
         let tz = self.set.tz_offset_ms;
         let mut last: Option<Vec<u8>> = None;
+        let mut batch = sled::Batch::default();
         let mut iter = self.tree.range(self.sweep_cursor.as_slice()..);
         loop {
             if stats.visited >= max_entries {
@@ -678,24 +679,29 @@ impl FeatureStore {
                 .iter()
                 .position(|e| e.name.as_bytes() == &k[..name_end])
             else {
-                self.tree.remove(&k)?;
+                batch.remove(k);
                 stats.deleted += 1;
                 continue;
             };
             let plan = &self.set.entities[ei];
             let meta = &self.meta[ei];
             let mut st = EntityState::decode(&v, &meta.sigs, &meta.kinds)?;
-            let before = st.clone();
             compact(plan, &mut st, wm, lateness, tz);
             if st.is_empty() {
-                self.tree.remove(&k)?;
+                batch.remove(k);
                 stats.deleted += 1;
-            } else if st != before {
-                st.encode(&meta.sigs, &mut self.enc);
-                self.tree.insert(&k, self.enc.as_slice())?;
+                continue;
+            }
+            // A cold state loses its short windows' buckets first; rewriting it for every
+            // one would cost a write per entity per sweep. Rewrite once compaction frees at
+            // least half its bytes: what is stored stays within twice what is live.
+            st.encode(&meta.sigs, &mut self.enc);
+            if self.enc.len() * 2 <= v.len() {
+                batch.insert(k, self.enc.as_slice());
                 stats.rewritten += 1;
             }
         }
+        self.tree.apply_batch(batch)?;
         self.sweep_cursor = match (stats.wrapped, last) {
             (false, Some(mut k)) => {
                 k.push(0);
