@@ -9,6 +9,8 @@
 //! last one outnumber the keys it found (and at least [`RESCAN_MIN`]), so memory stays
 //! proportional to the keys on disk: ~1.5 bytes per key, twice that at worst.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::spec::mix64;
@@ -102,6 +104,8 @@ impl Growing {
 
 struct Scan {
     thread: JoinHandle<Result<Bloom, sled::Error>>,
+    /// Set on drop: the scan holds the tree, and so sled's lock on the data dir.
+    stop: Arc<AtomicBool>,
     /// Keys written since this scan started.
     written: Growing,
 }
@@ -126,11 +130,16 @@ impl Presence {
 
     fn start_scan(&mut self, tree: &sled::Tree) {
         let tree = tree.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
         let spawned = std::thread::Builder::new()
             .name("fengkong-keyscan".into())
             .spawn(move || {
                 let mut hashes = Vec::new();
                 for k in tree.iter().keys() {
+                    if stopped.load(Ordering::Relaxed) {
+                        break;
+                    }
                     hashes.push(key_hash(&k?));
                 }
                 let mut bloom = Bloom::with_capacity(hashes.len());
@@ -143,6 +152,7 @@ impl Presence {
         if let Ok(thread) = spawned {
             self.running = Some(Scan {
                 thread,
+                stop,
                 written: Growing::default(),
             });
         }
@@ -212,6 +222,16 @@ impl Presence {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         self.maintain(tree);
+    }
+}
+
+impl Drop for Presence {
+    /// Ends a running scan before the store goes, so the data dir can be opened again at once.
+    fn drop(&mut self) {
+        if let Some(scan) = self.running.take() {
+            scan.stop.store(true, Ordering::Relaxed);
+            let _ = scan.thread.join();
+        }
     }
 }
 

@@ -755,6 +755,14 @@ impl FeatureStore {
     }
 }
 
+impl Drop for FeatureStore {
+    /// A checkpoint still being written holds the tree, and so sled's lock on the data dir:
+    /// let it finish, so the dir can be opened again as soon as the store is gone.
+    fn drop(&mut self) {
+        let _ = self.wait_checkpoint();
+    }
+}
+
 /// States written per sled batch when a checkpoint may be split: sled's `apply_batch` holds
 /// a process-wide lock, so one batch of every changed state (tens of thousands) stalled all
 /// other reads and writes, decision records included, for a tenth of a second or more.
