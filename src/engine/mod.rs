@@ -186,8 +186,7 @@ impl Engine {
         let mut scratch = Vec::new();
         let mut replayed = 0;
         for item in self.decisions.log_after(after) {
-            let (seq, entry) = item?;
-            self.features.set_position(seq);
+            let (_, entry) = item?;
             let payment_id = match &entry {
                 LogEntry::Payment { payment_id } | LogEntry::Outcome { payment_id, .. } => {
                     payment_id
@@ -358,7 +357,6 @@ impl Engine {
         // Everything that can fail comes before the windows change or in `write`, which
         // rebuilds them from the log on failure: memory never counts an unlogged payment.
         let decision_id = crate::store::decision_id(self.next_seq);
-        self.features.set_position(self.next_seq);
         let observation = match self.features.observe(&payment, &mut self.values) {
             Ok(observation) => observation,
             Err(e) => return Err(self.rebuild_after(e.into())),
@@ -559,13 +557,9 @@ impl Engine {
             .decisions
             .by_payment(&req.payment_id)?
             .ok_or_else(|| EngineError::UnknownPayment(req.payment_id.clone()))?;
-        if let Some(entries) = self.add_outcome(
-            &mut decision,
-            req.outcome,
-            req.reported_at_ms,
-            now_ms,
-            self.next_seq,
-        )? {
+        if let Some(entries) =
+            self.add_outcome(&mut decision, req.outcome, req.reported_at_ms, now_ms)?
+        {
             let mut batch = sled::Batch::default();
             self.decisions.stage_update(&mut batch, &decision);
             self.write(batch, &entries)?;
@@ -578,15 +572,13 @@ impl Engine {
 
     /// Adds an outcome to `decision` (the caller writes it) and, for the payment's first bad
     /// one, to the outcome windows. `None` when that outcome is already stored; otherwise the
-    /// log entries to write with the decision (empty when the windows did not change), the
-    /// first at log `position`.
+    /// log entries to write with the decision (empty when the windows did not change).
     fn add_outcome(
         &mut self,
         decision: &mut Decision,
         outcome: i32,
         reported_at_ms: i64,
         now_ms: i64,
-        position: u64,
     ) -> Result<Option<Vec<LogEntry>>, EngineError> {
         let kind = outcome_kind(outcome)?;
         let request = decision.request.clone().unwrap_or_default();
@@ -616,7 +608,6 @@ impl Engine {
         let mut entries = Vec::new();
         if first_bad {
             let payment = stored_payment(&request)?;
-            self.features.set_position(position);
             if let Err(e) = self.features.record_outcome(&payment, kind, reported_at_ms) {
                 return Err(self.rebuild_after(e.into()));
             }

@@ -97,8 +97,6 @@ pub struct FeatureStore {
     dirty_count: usize,
     /// The last checkpoint's write, running on its own thread.
     pending: Option<std::thread::JoinHandle<Result<(), sled::Error>>>,
-    /// The caller's log position of the event being applied (see `set_position`).
-    position: Option<u64>,
     key: Vec<u8>,
     enc: Vec<u8>,
     sweep_cursor: Vec<u8>,
@@ -164,7 +162,6 @@ fn load<'c>(
             None => EntityState {
                 first_ms: None,
                 series: meta.kinds.iter().map(SeriesState::new).collect(),
-                covers: 0,
             },
         };
         cache.insert(
@@ -340,7 +337,6 @@ impl FeatureStore {
             watermark,
             dirty_count: 0,
             pending: None,
-            position: None,
             stats: CacheStats::default(),
             key: Vec::new(),
             enc: Vec::new(),
@@ -379,16 +375,6 @@ impl FeatureStore {
     /// Entity states found in memory and read from sled since the store was opened.
     pub fn cache_stats(&self) -> CacheStats {
         self.stats
-    }
-
-    /// Says which entry of the caller's log the next `observe` or `record_outcome` applies
-    /// (0, 1, 2, ... in log order). A caller that does this for every event gets checkpoints
-    /// written in small batches, which never hold sled's process-wide batch lock for long;
-    /// after a crash part-way through one, replaying from the last marker skips, per entity,
-    /// the events its stored state already holds. Without positions every checkpoint is one
-    /// atomic batch.
-    pub fn set_position(&mut self, position: u64) {
-        self.position = Some(position);
     }
 
     /// Reads all features of `p` into `out` (one per slot) and records `p` in memory; the
@@ -437,7 +423,6 @@ impl FeatureStore {
             stats,
             key,
             presence,
-            position,
             ..
         } = self;
         for (ei, plan) in set.entities.iter().enumerate() {
@@ -448,13 +433,12 @@ impl FeatureStore {
             let c = load(cache, stats, tree, presence, key, ei, &meta[ei], *tick)?;
             let st = &mut c.state;
             compact(plan, st, *watermark, lateness, tz);
-            let record = !late && !covered(*position, st);
             for r in &plan.readers {
                 if set.defs[r.slot].aggregate == Aggregate::NewValue {
                     out[r.slot] = read_one(&set.defs[r.slot], r, plan, st, p, tz);
                 }
             }
-            if record {
+            if !late {
                 st.first_ms = Some(st.first_ms.map_or(t, |f| f.min(t)));
                 for (s, spec) in st.series.iter_mut().zip(&plan.series) {
                     if !spec.filter.matches(p, tz) {
@@ -483,7 +467,7 @@ impl FeatureStore {
                     out[r.slot] = read_one(&set.defs[r.slot], r, plan, st, p, tz);
                 }
             }
-            if record && !c.dirty {
+            if !late && !c.dirty {
                 c.dirty = true;
                 *dirty_count += 1;
             }
@@ -517,7 +501,6 @@ impl FeatureStore {
             stats,
             key,
             presence,
-            position,
             ..
         } = self;
         for (ei, plan) in set.entities.iter().enumerate() {
@@ -534,9 +517,6 @@ impl FeatureStore {
             let c = load(cache, stats, tree, presence, key, ei, &meta[ei], *tick)?;
             let st = &mut c.state;
             compact(plan, st, *watermark, lateness, tz);
-            if covered(*position, st) {
-                continue;
-            }
             for (s, spec) in st.series.iter_mut().zip(&plan.series) {
                 if !spec.filter.matches(p, tz) {
                     continue;
@@ -579,9 +559,8 @@ impl FeatureStore {
         Ok(())
     }
 
-    /// Writes every changed entity state, the watermark and `marker`, and waits for it: in
-    /// one atomic batch, or with positions (`set_position`) in small batches and the
-    /// marker last.
+    /// Writes every changed entity state, the watermark and `marker` in one atomic batch,
+    /// and waits for it.
     ///
     /// Between checkpoints the state lives only in memory. The caller keeps its own durable
     /// log of what it observed (fengkong's decision records) and `marker` says how far into
@@ -599,30 +578,6 @@ impl FeatureStore {
     /// cache miss never reads an older state from disk.
     pub fn start_checkpoint(&mut self, marker: &[u8]) -> Result<usize, FeatureError> {
         self.wait_checkpoint()?;
-        let (written, checkpoint) = self.prepare_checkpoint(marker);
-        let tree = self.tree.clone();
-        self.pending = Some(
-            std::thread::Builder::new()
-                .name("fengkong-checkpoint".into())
-                .spawn(move || checkpoint.apply(&tree, usize::MAX))
-                .map_err(|e| {
-                    FeatureError::Corrupt(format!("cannot start checkpoint writer: {e}"))
-                })?,
-        );
-        Ok(written)
-    }
-
-    /// A checkpoint cut off after `chunks` of its state batches, as by a crash.
-    #[cfg(test)]
-    pub(crate) fn torn_checkpoint(&mut self, marker: &[u8], chunks: usize) {
-        let _ = self.wait_checkpoint();
-        let (_, checkpoint) = self.prepare_checkpoint(marker);
-        let _ = checkpoint.apply(&self.tree, chunks);
-    }
-
-    /// Takes every changed state out of the cache's dirty set into a checkpoint's writes.
-    /// No write may be in flight.
-    fn prepare_checkpoint(&mut self, marker: &[u8]) -> (usize, Checkpoint) {
         // No write is in flight here, as a new key scan requires.
         self.presence.maintain(&self.tree);
         let cap = self.capacity;
@@ -630,34 +585,37 @@ impl FeatureStore {
             let keep_after = self.tick.saturating_sub(cap as u64);
             self.cache.retain(|_, c| c.dirty || c.tick > keep_after);
         }
+        let mut batch = sled::Batch::default();
         let written = self.dirty_count;
         self.dirty_count = 0;
-        let covers = self.position.map(|p| p.saturating_add(1));
-        let mut checkpoint = Checkpoint {
-            // Without stamped states only one atomic batch keeps marker and states in step.
-            chunk: covers.map(|_| CHUNK),
-            ..Checkpoint::default()
-        };
         // Walking the cache costs less than keeping a copy of every dirty key.
         for (key, c) in self.cache.iter_mut().filter(|(_, c)| c.dirty) {
+            if !c.state.is_empty() {
+                self.presence.insert(key_hash(key));
+            }
+            write(
+                &mut batch,
+                key,
+                &c.state,
+                &self.meta[c.entity].sigs,
+                &mut self.enc,
+            );
             c.dirty = false;
-            if c.state.is_empty() {
-                // Deleted with the marker: an empty state carries no stamp to skip by.
-                checkpoint.last.remove(key.as_slice());
-                continue;
-            }
-            self.presence.insert(key_hash(key));
-            if let Some(covers) = covers {
-                c.state.covers = covers;
-            }
-            c.state.encode(&self.meta[c.entity].sigs, &mut self.enc);
-            checkpoint.put(key, &self.enc);
         }
         if let Some(wm) = self.watermark {
-            checkpoint.last.insert(WATERMARK_KEY, &wm.to_le_bytes()[..]);
+            batch.insert(WATERMARK_KEY, &wm.to_le_bytes()[..]);
         }
-        checkpoint.last.insert(CHECKPOINT_KEY, marker);
-        (written, checkpoint)
+        batch.insert(CHECKPOINT_KEY, marker);
+        let tree = self.tree.clone();
+        self.pending = Some(
+            std::thread::Builder::new()
+                .name("fengkong-checkpoint".into())
+                .spawn(move || tree.apply_batch(batch))
+                .map_err(|e| {
+                    FeatureError::Corrupt(format!("cannot start checkpoint writer: {e}"))
+                })?,
+        );
+        Ok(written)
     }
 
     /// Waits for a checkpoint started by `start_checkpoint`.
@@ -763,52 +721,11 @@ impl Drop for FeatureStore {
     }
 }
 
-/// States written per sled batch when a checkpoint may be split: sled's `apply_batch` holds
-/// a process-wide lock, so one batch of every changed state (tens of thousands) stalled all
-/// other reads and writes, decision records included, for a tenth of a second or more.
-pub(crate) const CHUNK: usize = 256;
-
-/// One checkpoint's writes: the states, in batches of `chunk` (all in `last` without one),
-/// then `last` (deletions, watermark and marker), which makes the checkpoint count.
-#[derive(Default)]
-struct Checkpoint {
-    chunks: Vec<sled::Batch>,
-    in_chunk: usize,
-    chunk: Option<usize>,
-    last: sled::Batch,
-}
-
-impl Checkpoint {
-    fn put(&mut self, key: &[u8], value: &[u8]) {
-        let Some(chunk) = self.chunk else {
-            self.last.insert(key, value);
-            return;
-        };
-        if self.chunks.is_empty() || self.in_chunk >= chunk {
-            self.chunks.push(sled::Batch::default());
-            self.in_chunk = 0;
-        }
-        if let Some(batch) = self.chunks.last_mut() {
-            batch.insert(key, value);
-        }
-        self.in_chunk += 1;
+fn write(batch: &mut sled::Batch, key: &[u8], st: &EntityState, sigs: &[u64], enc: &mut Vec<u8>) {
+    if st.is_empty() {
+        batch.remove(key);
+    } else {
+        st.encode(sigs, enc);
+        batch.insert(key, enc.as_slice());
     }
-
-    /// Applies the first `max_chunks` state batches, and `last` if that was all of them.
-    fn apply(self, tree: &sled::Tree, max_chunks: usize) -> Result<(), sled::Error> {
-        let complete = self.chunks.len() <= max_chunks;
-        for batch in self.chunks.into_iter().take(max_chunks) {
-            tree.apply_batch(batch)?;
-        }
-        if complete {
-            tree.apply_batch(self.last)?;
-        }
-        Ok(())
-    }
-}
-
-/// Whether the event at `position` is already in `st` (written by a checkpoint that reached
-/// past it, of which the marker was never written).
-fn covered(position: Option<u64>, st: &EntityState) -> bool {
-    position.is_some_and(|p| p < st.covers)
 }
