@@ -96,6 +96,24 @@ async fn text_of(client: &Client, css: &str) -> String {
     element.text().await.unwrap()
 }
 
+async fn click(client: &Client, css: &str) {
+    let element = client.find(Locator::Css(css)).await;
+    element
+        .unwrap_or_else(|e| panic!("no `{css}` to click: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn type_into(client: &Client, css: &str, text: &str) {
+    let element = client.find(Locator::Css(css)).await;
+    element
+        .unwrap_or_else(|e| panic!("no `{css}` to type into: {e}"))
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
 /// Waits until the text of `css` contains `wanted`.
 async fn wait_for_text(client: &Client, css: &str, wanted: &str) -> String {
     let mut last = String::new();
@@ -282,13 +300,7 @@ async fn merchant_sees_why_and_appeals_analyst_overturns_in_a_real_browser() {
     assert!(view.share_near(FROZEN_RED) > 0.001);
 
     // The same explanation in Chinese.
-    browser
-        .find(Locator::Css("#lang"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#lang").await;
     wait_for_text(
         &browser,
         "#account",
@@ -296,13 +308,7 @@ async fn merchant_sees_why_and_appeals_analyst_overturns_in_a_real_browser() {
     )
     .await;
     wait_for_text(&browser, "#status", "已冻结").await;
-    browser
-        .find(Locator::Css("#lang"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#lang").await;
 
     // The page's API refuses another merchant's account, and names no details.
     let path = format!("/api/explain?account_id={CODE}");
@@ -312,81 +318,33 @@ async fn merchant_sees_why_and_appeals_analyst_overturns_in_a_real_browser() {
 
     // The merchant appeals.
     let statement = "夜市摊位，付款的都是真实顾客 / night-market stall, real customers";
-    browser
-        .find(Locator::Css("#statement"))
-        .await
-        .unwrap()
-        .send_keys(statement)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("#appeal-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&browser, "#statement", statement).await;
+    click(&browser, "#appeal-form button[type=submit]").await;
     wait_for_text(&browser, "#appeal", "Your appeal is being reviewed").await;
     let appeal_text = text_of(&browser, "#appeal .appeal").await;
     assert!(appeal_text.contains(statement) && appeal_text.contains("Open"));
     assert!(browser.find(Locator::Css("#appeal-form")).await.is_err());
 
     // The analyst sees the queue, reviews with a re-score, and overturns.
-    browser
-        .find(Locator::Css("#signout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#signout").await;
     browser
         .goto(&format!("{page}#key={analyst}"))
         .await
         .unwrap();
     wait_for_text(&browser, "#queue-list", statement).await;
-    browser
-        .find(Locator::Css("#queue-list button.review"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#queue-list button.review").await;
     wait_for_text(&browser, "#account", "would still stand").await;
     let note = "Verified the stall in person.";
-    browser
-        .find(Locator::Css("input[value=OVERTURN]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("#resolve-note"))
-        .await
-        .unwrap()
-        .send_keys(note)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("#resolve-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "input[value=OVERTURN]").await;
+    type_into(&browser, "#resolve-note", note).await;
+    click(&browser, "#resolve-form button[type=submit]").await;
     wait_for_text(&browser, "#status", "Normal").await;
     wait_for_text(&browser, "#appeal", "Overturned").await;
     wait_for_text(&browser, "#account", "will not act on this account").await;
     wait_for_text(&browser, "#queue-list", "No appeals here").await;
 
     // Back as the merchant: restored, with the reviewer's note, and a green badge.
-    browser
-        .find(Locator::Css("#signout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#signout").await;
     browser
         .goto(&format!("{page}#key={merchant}"))
         .await
