@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::{collection, copy_rules, now_ms, payment, with_key, TestServer};
+use common::{collection, now_ms, payment, with_key, TestServer};
 use fengkong::auth::{add_key, Role};
-use fengkong::config::Config;
 use fengkong::proto::{
     self, account_admin_client::AccountAdminClient, appeals_client::AppealsClient,
     get_decision_request::Key, rule_admin_client::RuleAdminClient, AccountStatus, Action,
@@ -63,7 +62,6 @@ async fn explain(
 async fn freeze_explain_rescore_appeal_overturn_and_collect_again() {
     let data = tempfile::tempdir().unwrap();
     let rules = tempfile::tempdir().unwrap();
-    copy_rules(rules.path());
     let key = |role, account: Option<&str>| {
         add_key(data.path(), role, account.map(str::to_owned), 0)
             .unwrap()
@@ -75,13 +73,7 @@ async fn freeze_explain_rescore_appeal_overturn_and_collect_again() {
         other_merchant: key(Role::Merchant, Some("someone-else")),
         analyst: key(Role::Analyst, None),
     };
-    let server = TestServer::start_with(Config {
-        data_dir: data.path().to_owned(),
-        rules_dir: rules.path().to_owned(),
-        watch_rules: false,
-        ..Config::default()
-    })
-    .await;
+    let server = TestServer::start_with_rule_copy(data.path(), rules.path()).await;
     let mut client = server.client().await;
     let channel = Channel::from_shared(format!("http://{}", server.addr))
         .unwrap()

@@ -13,10 +13,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{collection, copy_rules, now_ms, with_key, TestServer};
+use common::{collection, now_ms, with_key, TestServer};
 use fantoccini::{Client, ClientBuilder, Locator};
 use fengkong::auth::{add_key, Role};
-use fengkong::config::Config;
 use serde_json::json;
 
 const CODE: &str = "code-night-market";
@@ -215,7 +214,6 @@ async fn merchant_sees_why_and_appeals_analyst_overturns_in_a_real_browser() {
     };
     let data = tempfile::tempdir().unwrap();
     let rules = tempfile::tempdir().unwrap();
-    copy_rules(rules.path());
     let key = |role, account: Option<&str>| {
         add_key(data.path(), role, account.map(str::to_owned), 0)
             .unwrap()
@@ -225,13 +223,7 @@ async fn merchant_sees_why_and_appeals_analyst_overturns_in_a_real_browser() {
     let merchant = key(Role::Merchant, Some(CODE));
     let other = key(Role::Merchant, Some("another-shop"));
     let analyst = key(Role::Analyst, None);
-    let server = TestServer::start_with(Config {
-        data_dir: data.path().to_owned(),
-        rules_dir: rules.path().to_owned(),
-        watch_rules: false,
-        ..Config::default()
-    })
-    .await;
+    let server = TestServer::start_with_rule_copy(data.path(), rules.path()).await;
     let mut client = server.client().await;
 
     // 31 different payers within the hour freeze the code.

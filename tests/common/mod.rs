@@ -60,6 +60,19 @@ impl TestServer {
         }
     }
 
+    /// The server on `data_dir` with its own copy of the rule pack in `rules_dir` (see
+    /// `copy_rules`), reloaded only when asked: for tests that edit the rules.
+    pub async fn start_with_rule_copy(data_dir: &Path, rules_dir: &Path) -> TestServer {
+        copy_rules(rules_dir);
+        Self::start_with(Config {
+            data_dir: data_dir.to_owned(),
+            rules_dir: rules_dir.to_owned(),
+            watch_rules: false,
+            ..Config::default()
+        })
+        .await
+    }
+
     pub async fn client(&self) -> RiskEngineClient<Channel> {
         let endpoint = format!("http://{}", self.addr);
         for _ in 0..100 {
