@@ -3,6 +3,10 @@
 //! replay (printed as payments/s, outside criterion because one run takes seconds).
 #![allow(clippy::unwrap_used)]
 
+// As the server binary (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 

@@ -5,6 +5,10 @@
 //! with the number of payers. `MEMORY_PAYERS` changes the count (default 1,000,000).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// As the server binary (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 use std::time::Instant;
 

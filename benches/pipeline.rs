@@ -3,6 +3,10 @@
 //! applied, not flushed: the flush is shared by a group and measured by the load generator).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// As the server binary (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};

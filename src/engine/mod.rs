@@ -175,6 +175,14 @@ impl Engine {
     /// store's last checkpoint, in log order: the windows end up exactly as they were when
     /// the last decision was written, whatever happened to the process in between.
     fn recover(&mut self) -> Result<usize, EngineError> {
+        if let Some(seq) = self.decisions.remove_torn_tail()? {
+            tracing::warn!(
+                seq,
+                "removed the last log entry: its payment's record was never written, so the \
+                 payment was not acknowledged"
+            );
+            self.next_seq = seq;
+        }
         self.features.discard_cache();
         let marker = self.features.checkpoint_marker()?;
         let after = match marker.as_deref() {
@@ -445,16 +453,24 @@ impl Engine {
             account_changes,
             suppressed_reasons,
         };
-        let entry = LogEntry::Payment {
-            payment_id: payment.payment_id.clone(),
-        };
-        let mut batch = sled::Batch::default();
-        for change in &record.account_changes {
-            self.accounts.stage_change(&mut batch, change);
+        if record.account_changes.is_empty() {
+            let written = self
+                .decisions
+                .insert_payment(self.next_seq, &record, &self.values);
+            self.logged(written.map_err(EngineError::from), 1)?;
+        } else {
+            // Status changes are rare and must land with their decision: one sled batch.
+            let mut batch = sled::Batch::default();
+            for change in &record.account_changes {
+                self.accounts.stage_change(&mut batch, change);
+            }
+            self.decisions
+                .stage_insert(&mut batch, &record, &self.values);
+            let entry = LogEntry::Payment {
+                payment_id: payment.payment_id.clone(),
+            };
+            self.write(batch, &[entry])?;
         }
-        self.decisions
-            .stage_insert(&mut batch, &record, &self.values);
-        self.write(batch, &[entry])?;
         self.apply_changes(std::mem::take(&mut record.account_changes));
         self.telemetry.stage("record", rules_done.elapsed());
         Ok(Scored {
@@ -517,15 +533,26 @@ impl Engine {
         for (seq, entry) in (self.next_seq..).zip(entries) {
             self.decisions.stage_log(&mut batch, seq, entry);
         }
-        if let Err(e) = self.decisions.apply(batch) {
+        let written = self.decisions.apply(batch).map_err(EngineError::from);
+        self.logged(written, entries.len())
+    }
+
+    /// Moves past `entries` log entries once they are written, checkpointing the feature
+    /// windows when it is time; if the write failed, rebuilds the windows from the log.
+    fn logged(
+        &mut self,
+        written: Result<(), EngineError>,
+        entries: usize,
+    ) -> Result<(), EngineError> {
+        if let Err(e) = written {
             return Err(match entries {
-                [] => e.into(),
-                _ => self.rebuild_after(e.into()),
+                0 => e,
+                _ => self.rebuild_after(e),
             });
         }
-        if !entries.is_empty() {
-            self.next_seq += entries.len() as u64;
-            self.since_checkpoint += entries.len();
+        if entries > 0 {
+            self.next_seq += entries as u64;
+            self.since_checkpoint += entries;
             if self.since_checkpoint >= self.config.feature_checkpoint_every {
                 // Cold entities are only compacted when touched; walk a slice of the stored
                 // ones each time, so state outside every window is deleted even if its
@@ -877,6 +904,39 @@ pub(crate) mod tests {
             proto::AccountStatus::Limited
         );
         assert_eq!(engine.accounts().history(&payee).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_log_entry_whose_record_was_never_written_is_dropped_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(dir.path());
+        {
+            let mut engine = Engine::open(&config).unwrap();
+            engine.score(&valid_request(), NOW).unwrap();
+            // What a crash between `insert_payment`'s two inserts leaves behind.
+            let mut batch = sled::Batch::default();
+            let torn = LogEntry::Payment {
+                payment_id: "never-recorded".into(),
+            };
+            engine.decisions().stage_log(&mut batch, 1, &torn);
+            engine.decisions().apply(batch).unwrap();
+        }
+        let mut engine = Engine::open(&config).unwrap();
+        assert_eq!(engine.decisions().last_seq().unwrap(), Some(0));
+        let mut next = valid_request();
+        next.payment_id = "pay-2".into();
+        let scored = engine.score(&next, NOW).unwrap();
+        assert_eq!(scored.response.decision_id, crate::store::decision_id(1));
+        let stored = engine.decisions().by_payment("pay-2").unwrap().unwrap();
+        let count = stored.features.iter().find(|f| f.name == "payer.count_1h");
+        assert_eq!(count.unwrap().value, 2.0, "the torn entry is not counted");
+        assert_eq!(
+            engine
+                .decisions()
+                .by_decision_id(&crate::store::decision_id(1))
+                .unwrap(),
+            Some(stored)
+        );
     }
 
     #[test]
