@@ -421,7 +421,9 @@ impl Engine {
         // The verdict is a label for each appealed payment, as if the gateway reported it.
         for d in &mut decisions {
             let reported_at = now_ms.max(d.request.as_ref().map_or(0, |r| r.event_time_ms));
-            match self.add_outcome(d, label as i32, reported_at, now_ms) {
+            // Each entry's place in the log, as `write` will number them.
+            let position = self.next_seq + entries.len() as u64;
+            match self.add_outcome(d, label as i32, reported_at, now_ms, position) {
                 Ok(Some(mut e)) => {
                     entries.append(&mut e);
                     self.decisions.stage_update(&mut batch, d);

@@ -194,7 +194,8 @@ impl Engine {
         let mut scratch = Vec::new();
         let mut replayed = 0;
         for item in self.decisions.log_after(after) {
-            let (_, entry) = item?;
+            let (seq, entry) = item?;
+            self.features.set_position(seq);
             let payment_id = match &entry {
                 LogEntry::Payment { payment_id } | LogEntry::Outcome { payment_id, .. } => {
                     payment_id
@@ -365,6 +366,7 @@ impl Engine {
         // Everything that can fail comes before the windows change or in `write`, which
         // rebuilds them from the log on failure: memory never counts an unlogged payment.
         let decision_id = crate::store::decision_id(self.next_seq);
+        self.features.set_position(self.next_seq);
         let observation = match self.features.observe(&payment, &mut self.values) {
             Ok(observation) => observation,
             Err(e) => return Err(self.rebuild_after(e.into())),
@@ -553,14 +555,19 @@ impl Engine {
         if entries > 0 {
             self.next_seq += entries as u64;
             self.since_checkpoint += entries;
-            if self.since_checkpoint >= self.config.feature_checkpoint_every {
+            let every = SWEEP_EVERY
+                .min(self.config.feature_checkpoint_every as u64)
+                .max(1);
+            if self.next_seq / every != (self.next_seq - entries as u64) / every {
                 // Cold entities are only compacted when touched; walk a slice of the stored
-                // ones each time, so state outside every window is deleted even if its
-                // entity never pays again. Time is the store's own watermark.
-                let swept = self.features.sweep(i64::MAX, SWEEP_PER_CHECKPOINT)?;
+                // ones now and then, so state outside every window is deleted even if its
+                // entity never pays again. Small slices: this runs on the scoring thread.
+                let swept = self.features.sweep(i64::MAX, SWEEP_SLICE)?;
                 if swept.deleted > 0 {
                     tracing::debug!(deleted = swept.deleted, "expired feature state removed");
                 }
+            }
+            if self.since_checkpoint >= self.config.feature_checkpoint_every {
                 // In the background: the log already makes these payments durable.
                 self.features
                     .start_checkpoint(&(self.next_seq - 1).to_be_bytes())?;
@@ -584,9 +591,13 @@ impl Engine {
             .decisions
             .by_payment(&req.payment_id)?
             .ok_or_else(|| EngineError::UnknownPayment(req.payment_id.clone()))?;
-        if let Some(entries) =
-            self.add_outcome(&mut decision, req.outcome, req.reported_at_ms, now_ms)?
-        {
+        if let Some(entries) = self.add_outcome(
+            &mut decision,
+            req.outcome,
+            req.reported_at_ms,
+            now_ms,
+            self.next_seq,
+        )? {
             let mut batch = sled::Batch::default();
             self.decisions.stage_update(&mut batch, &decision);
             self.write(batch, &entries)?;
@@ -599,13 +610,15 @@ impl Engine {
 
     /// Adds an outcome to `decision` (the caller writes it) and, for the payment's first bad
     /// one, to the outcome windows. `None` when that outcome is already stored; otherwise the
-    /// log entries to write with the decision (empty when the windows did not change).
+    /// log entries to write with the decision (empty when the windows did not change), the
+    /// first at log `position`.
     fn add_outcome(
         &mut self,
         decision: &mut Decision,
         outcome: i32,
         reported_at_ms: i64,
         now_ms: i64,
+        position: u64,
     ) -> Result<Option<Vec<LogEntry>>, EngineError> {
         let kind = outcome_kind(outcome)?;
         let request = decision.request.clone().unwrap_or_default();
@@ -635,6 +648,7 @@ impl Engine {
         let mut entries = Vec::new();
         if first_bad {
             let payment = stored_payment(&request)?;
+            self.features.set_position(position);
             if let Err(e) = self.features.record_outcome(&payment, kind, reported_at_ms) {
                 return Err(self.rebuild_after(e.into()));
             }
@@ -653,8 +667,10 @@ impl Engine {
     }
 }
 
-/// Stored entity states examined for expiry at each checkpoint.
-const SWEEP_PER_CHECKPOINT: usize = 2_000;
+/// Every `SWEEP_EVERY` log entries (or checkpoint, if sooner), `SWEEP_SLICE` stored feature keys are examined for
+/// expiry (time is the store's own watermark).
+const SWEEP_EVERY: u64 = 250;
+const SWEEP_SLICE: usize = 100;
 
 /// How many model factors each decision explains.
 const TOP_FACTORS: usize = 3;

@@ -1,6 +1,7 @@
 //! The feature store: cache of entity states over a sled tree, reading and recording payments.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::payment::{OutcomeKind, Payment};
 
@@ -62,6 +63,7 @@ pub struct CacheStats {
 /// Progress of one [`FeatureStore::sweep`] call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepStats {
+    /// Stored keys walked, cached ones included.
     pub visited: usize,
     pub rewritten: usize,
     pub deleted: usize,
@@ -70,7 +72,9 @@ pub struct SweepStats {
 }
 
 struct Cached {
-    state: EntityState,
+    /// Shared with a running checkpoint's writer, which encodes it; a state changed while
+    /// that runs is copied first (`Arc::make_mut`).
+    state: Arc<EntityState>,
     tick: u64,
     /// Changed since the last checkpoint: must be written before it may be evicted.
     dirty: bool,
@@ -97,6 +101,8 @@ pub struct FeatureStore {
     dirty_count: usize,
     /// The last checkpoint's write, running on its own thread.
     pending: Option<std::thread::JoinHandle<Result<(), sled::Error>>>,
+    /// The caller's log position of the event being applied (see `set_position`).
+    position: Option<u64>,
     key: Vec<u8>,
     enc: Vec<u8>,
     sweep_cursor: Vec<u8>,
@@ -162,12 +168,13 @@ fn load<'c>(
             None => EntityState {
                 first_ms: None,
                 series: meta.kinds.iter().map(SeriesState::new).collect(),
+                covers: 0,
             },
         };
         cache.insert(
             key.to_vec(),
             Cached {
-                state,
+                state: Arc::new(state),
                 tick,
                 dirty: false,
                 entity,
@@ -337,6 +344,7 @@ impl FeatureStore {
             watermark,
             dirty_count: 0,
             pending: None,
+            position: None,
             stats: CacheStats::default(),
             key: Vec::new(),
             enc: Vec::new(),
@@ -375,6 +383,15 @@ impl FeatureStore {
     /// Entity states found in memory and read from sled since the store was opened.
     pub fn cache_stats(&self) -> CacheStats {
         self.stats
+    }
+
+    /// Says which entry of the caller's log the next `observe` or `record_outcome` applies
+    /// (0, 1, 2, ... in log order). A caller that does this for every event gets checkpoints
+    /// written state by state, which never take sled's process-wide batch lock; after a crash part-way through one, replaying from the last marker skips, per entity,
+    /// the events its stored state already holds. Without positions every checkpoint is one
+    /// atomic batch.
+    pub fn set_position(&mut self, position: u64) {
+        self.position = Some(position);
     }
 
     /// Reads all features of `p` into `out` (one per slot) and records `p` in memory; the
@@ -423,6 +440,7 @@ impl FeatureStore {
             stats,
             key,
             presence,
+            position,
             ..
         } = self;
         for (ei, plan) in set.entities.iter().enumerate() {
@@ -431,14 +449,15 @@ impl FeatureStore {
             }
             *tick += 1;
             let c = load(cache, stats, tree, presence, key, ei, &meta[ei], *tick)?;
-            let st = &mut c.state;
+            let st = Arc::make_mut(&mut c.state);
             compact(plan, st, *watermark, lateness, tz);
+            let record = !late && !covered(*position, st);
             for r in &plan.readers {
                 if set.defs[r.slot].aggregate == Aggregate::NewValue {
                     out[r.slot] = read_one(&set.defs[r.slot], r, plan, st, p, tz);
                 }
             }
-            if !late {
+            if record {
                 st.first_ms = Some(st.first_ms.map_or(t, |f| f.min(t)));
                 for (s, spec) in st.series.iter_mut().zip(&plan.series) {
                     if !spec.filter.matches(p, tz) {
@@ -467,7 +486,7 @@ impl FeatureStore {
                     out[r.slot] = read_one(&set.defs[r.slot], r, plan, st, p, tz);
                 }
             }
-            if !late && !c.dirty {
+            if record && !c.dirty {
                 c.dirty = true;
                 *dirty_count += 1;
             }
@@ -501,6 +520,7 @@ impl FeatureStore {
             stats,
             key,
             presence,
+            position,
             ..
         } = self;
         for (ei, plan) in set.entities.iter().enumerate() {
@@ -515,8 +535,11 @@ impl FeatureStore {
             }
             *tick += 1;
             let c = load(cache, stats, tree, presence, key, ei, &meta[ei], *tick)?;
-            let st = &mut c.state;
+            let st = Arc::make_mut(&mut c.state);
             compact(plan, st, *watermark, lateness, tz);
+            if covered(*position, st) {
+                continue;
+            }
             for (s, spec) in st.series.iter_mut().zip(&plan.series) {
                 if !spec.filter.matches(p, tz) {
                     continue;
@@ -559,8 +582,9 @@ impl FeatureStore {
         Ok(())
     }
 
-    /// Writes every changed entity state, the watermark and `marker` in one atomic batch,
-    /// and waits for it.
+    /// Writes every changed entity state, the watermark and `marker`, and waits for it: in
+    /// one atomic batch, or with positions (`set_position`) state by state and the marker
+    /// last.
     ///
     /// Between checkpoints the state lives only in memory. The caller keeps its own durable
     /// log of what it observed (fengkong's decision records) and `marker` says how far into
@@ -578,6 +602,30 @@ impl FeatureStore {
     /// cache miss never reads an older state from disk.
     pub fn start_checkpoint(&mut self, marker: &[u8]) -> Result<usize, FeatureError> {
         self.wait_checkpoint()?;
+        let (written, checkpoint) = self.prepare_checkpoint(marker);
+        let tree = self.tree.clone();
+        self.pending = Some(
+            std::thread::Builder::new()
+                .name("fengkong-checkpoint".into())
+                .spawn(move || checkpoint.apply(&tree, usize::MAX))
+                .map_err(|e| {
+                    FeatureError::Corrupt(format!("cannot start checkpoint writer: {e}"))
+                })?,
+        );
+        Ok(written)
+    }
+
+    /// A checkpoint cut off after `states` of its states, as by a crash.
+    #[cfg(test)]
+    pub(crate) fn torn_checkpoint(&mut self, marker: &[u8], states: usize) {
+        let _ = self.wait_checkpoint();
+        let (_, checkpoint) = self.prepare_checkpoint(marker);
+        let _ = checkpoint.apply(&self.tree, states);
+    }
+
+    /// Takes every changed state out of the cache's dirty set into a checkpoint's writes.
+    /// No write may be in flight.
+    fn prepare_checkpoint(&mut self, marker: &[u8]) -> (usize, Checkpoint) {
         // No write is in flight here, as a new key scan requires.
         self.presence.maintain(&self.tree);
         let cap = self.capacity;
@@ -585,37 +633,37 @@ impl FeatureStore {
             let keep_after = self.tick.saturating_sub(cap as u64);
             self.cache.retain(|_, c| c.dirty || c.tick > keep_after);
         }
-        let mut batch = sled::Batch::default();
         let written = self.dirty_count;
         self.dirty_count = 0;
+        let covers = self.position.map(|p| p.saturating_add(1));
+        let mut checkpoint = Checkpoint {
+            // Without stamped states only one atomic batch keeps marker and states in step.
+            stamped: covers.is_some(),
+            sigs: self.meta.iter().map(|m| m.sigs.clone()).collect(),
+            ..Checkpoint::default()
+        };
         // Walking the cache costs less than keeping a copy of every dirty key.
         for (key, c) in self.cache.iter_mut().filter(|(_, c)| c.dirty) {
-            if !c.state.is_empty() {
-                self.presence.insert(key_hash(key));
-            }
-            write(
-                &mut batch,
-                key,
-                &c.state,
-                &self.meta[c.entity].sigs,
-                &mut self.enc,
-            );
             c.dirty = false;
+            if c.state.is_empty() {
+                // Deleted with the marker: an empty state carries no stamp to skip by.
+                checkpoint.last.remove(key.as_slice());
+                continue;
+            }
+            self.presence.insert(key_hash(key));
+            if let Some(covers) = covers {
+                // No copy: the previous checkpoint's writer has finished with every state.
+                Arc::make_mut(&mut c.state).covers = covers;
+            }
+            checkpoint
+                .states
+                .push((key.clone(), c.entity, Arc::clone(&c.state)));
         }
         if let Some(wm) = self.watermark {
-            batch.insert(WATERMARK_KEY, &wm.to_le_bytes()[..]);
+            checkpoint.last.insert(WATERMARK_KEY, &wm.to_le_bytes()[..]);
         }
-        batch.insert(CHECKPOINT_KEY, marker);
-        let tree = self.tree.clone();
-        self.pending = Some(
-            std::thread::Builder::new()
-                .name("fengkong-checkpoint".into())
-                .spawn(move || tree.apply_batch(batch))
-                .map_err(|e| {
-                    FeatureError::Corrupt(format!("cannot start checkpoint writer: {e}"))
-                })?,
-        );
-        Ok(written)
+        checkpoint.last.insert(CHECKPOINT_KEY, marker);
+        (written, checkpoint)
     }
 
     /// Waits for a checkpoint started by `start_checkpoint`.
@@ -640,11 +688,12 @@ impl FeatureStore {
         }
     }
 
-    /// Compacts up to `max_entries` stored entities not in the cache, deleting those with
-    /// nothing left and entities no longer declared; continues where the last call stopped.
-    /// Uses min(now_ms, watermark) so it never drops what an accepted event could read.
+    /// Walks up to `max_entries` stored keys, compacting the entities not in the cache and
+    /// deleting those with nothing left and entities no longer declared; continues where
+    /// the last call stopped. Uses min(now_ms, watermark) so it never drops what an
+    /// accepted event could read. A running checkpoint writes only cached entities, which
+    /// the sweep leaves alone, so it need not wait for one.
     pub fn sweep(&mut self, now_ms: i64, max_entries: usize) -> Result<SweepStats, FeatureError> {
-        self.wait_checkpoint()?;
         let mut stats = SweepStats::default();
         let Some(wm) = self.watermark else {
             return Ok(stats);
@@ -653,7 +702,9 @@ impl FeatureStore {
         let lateness = self.set.lateness_ms;
         let tz = self.set.tz_offset_ms;
         let mut last: Option<Vec<u8>> = None;
-        let mut batch = sled::Batch::default();
+        // Plain writes, not a batch: each is a compaction of a state no one else writes.
+        let mut removals = Vec::new();
+        let mut rewrites = Vec::new();
         let mut iter = self.tree.range(self.sweep_cursor.as_slice()..);
         loop {
             if stats.visited >= max_entries {
@@ -665,13 +716,14 @@ impl FeatureStore {
             };
             let (k, v) = item?;
             last = Some(k.to_vec());
+            // Cached keys count too: the walk, not only the work, must stay short.
+            stats.visited += 1;
             if k.as_ref() == WATERMARK_KEY
                 || k.as_ref() == CHECKPOINT_KEY
                 || self.cache.contains_key(k.as_ref())
             {
                 continue;
             }
-            stats.visited += 1;
             let name_end = k.iter().position(|&b| b == 0).unwrap_or(k.len());
             let Some(ei) = self
                 .set
@@ -679,8 +731,7 @@ impl FeatureStore {
                 .iter()
                 .position(|e| e.name.as_bytes() == &k[..name_end])
             else {
-                batch.remove(k);
-                stats.deleted += 1;
+                removals.push(k);
                 continue;
             };
             let plan = &self.set.entities[ei];
@@ -688,8 +739,7 @@ impl FeatureStore {
             let mut st = EntityState::decode(&v, &meta.sigs, &meta.kinds)?;
             compact(plan, &mut st, wm, lateness, tz);
             if st.is_empty() {
-                batch.remove(k);
-                stats.deleted += 1;
+                removals.push(k);
                 continue;
             }
             // A cold state loses its short windows' buckets first; rewriting it for every
@@ -697,11 +747,17 @@ impl FeatureStore {
             // least half its bytes: what is stored stays within twice what is live.
             st.encode(&meta.sigs, &mut self.enc);
             if self.enc.len() * 2 <= v.len() {
-                batch.insert(k, self.enc.as_slice());
-                stats.rewritten += 1;
+                rewrites.push((k, self.enc.clone()));
             }
         }
-        self.tree.apply_batch(batch)?;
+        stats.deleted = removals.len();
+        stats.rewritten = rewrites.len();
+        for k in removals {
+            self.tree.remove(k)?;
+        }
+        for (k, v) in rewrites {
+            self.tree.insert(k, v)?;
+        }
         self.sweep_cursor = match (stats.wrapped, last) {
             (false, Some(mut k)) => {
                 k.push(0);
@@ -721,11 +777,50 @@ impl Drop for FeatureStore {
     }
 }
 
-fn write(batch: &mut sled::Batch, key: &[u8], st: &EntityState, sigs: &[u64], enc: &mut Vec<u8>) {
-    if st.is_empty() {
-        batch.remove(key);
-    } else {
-        st.encode(sigs, enc);
-        batch.insert(key, enc.as_slice());
+/// One checkpoint's writes: the states, then `last` (deletions, watermark and marker),
+/// which makes the checkpoint count. The writer's thread encodes the states, so the engine
+/// thread only collects them. With stamped states (`set_position`) each state is a plain
+/// sled insert: sled's `apply_batch` holds a process-wide lock, so one batch of every
+/// changed state (tens of thousands) stalled every decision write for hundreds of ms, and
+/// it writes and syncs sled's log buffer twice, which made smaller batches no better.
+#[derive(Default)]
+struct Checkpoint {
+    /// Key, entity index and state.
+    states: Vec<(Vec<u8>, usize, Arc<EntityState>)>,
+    /// Series signatures by entity index, for encoding.
+    sigs: Vec<Vec<u64>>,
+    stamped: bool,
+    last: sled::Batch,
+}
+
+impl Checkpoint {
+    /// Writes the first `max_states` states, and `last` if that was all of them.
+    fn apply(self, tree: &sled::Tree, max_states: usize) -> Result<(), sled::Error> {
+        let Checkpoint {
+            states,
+            sigs,
+            stamped,
+            mut last,
+        } = self;
+        let complete = states.len() <= max_states;
+        let mut enc = Vec::new();
+        for (key, entity, state) in states.into_iter().take(max_states) {
+            state.encode(&sigs[entity], &mut enc);
+            if stamped {
+                tree.insert(key, enc.as_slice())?;
+            } else {
+                last.insert(key, enc.as_slice());
+            }
+        }
+        if complete {
+            tree.apply_batch(last)?;
+        }
+        Ok(())
     }
+}
+
+/// Whether the event at `position` is already in `st` (written by a checkpoint that reached
+/// past it, of which the marker was never written).
+fn covered(position: Option<u64>, st: &EntityState) -> bool {
+    position.is_some_and(|p| p < st.covers)
 }
