@@ -111,13 +111,14 @@ fn setup(warm: usize) -> (tempfile::TempDir, sled::Db, FeatureStore, Gen) {
 fn bench_observe(c: &mut Criterion) {
     let (_dir, _db, mut store, mut g) = setup(100_000);
     let mut out = Vec::with_capacity(64);
-    // What the engine does: observe every payment, start a background checkpoint every
-    // CHECKPOINT_EVERY (the next one waits for it).
+    // What the engine does: observe every payment at its log position, start a background
+    // checkpoint every CHECKPOINT_EVERY (written state by state; the next one waits for it).
     let mut n = 0usize;
     c.bench_function("observe_default_set_checkpointed", |b| {
         b.iter_batched(
             || g.next(),
             |p| {
+                store.set_position(n as u64);
                 store.observe(&p, &mut out).unwrap();
                 n += 1;
                 if n.is_multiple_of(CHECKPOINT_EVERY) {
@@ -181,6 +182,7 @@ fn replay(n: usize, commit_every: usize) {
     let start = Instant::now();
     for i in 0..n {
         let p = g.next();
+        store.set_position(i as u64);
         store.observe(&p, &mut out).unwrap();
         if commit_every != 0 && i % commit_every == commit_every - 1 {
             if sync {

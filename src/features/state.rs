@@ -234,22 +234,20 @@ const INV_POW2: [f64; 64] = {
 };
 
 pub(crate) fn hll_estimate(v: &[HllEntry], lo: i64) -> f64 {
-    let mut regs = vec![0u8; HLL_M];
-    for e in v {
-        if e.idx >= lo {
-            let r = &mut regs[e.reg as usize];
-            *r = (*r).max(e.rank);
+    // One pass over the entries (sorted by register) instead of a dense array of all
+    // registers: an empty register adds 2^0 = 1, so only the set ones need visiting.
+    let mut sum = 0.0;
+    let mut set = 0usize;
+    for run in v.chunk_by(|a, b| a.reg == b.reg) {
+        let rank = run.iter().filter(|e| e.idx >= lo).map(|e| e.rank).max();
+        if let Some(rank) = rank {
+            sum += INV_POW2[rank as usize & 63];
+            set += 1;
         }
     }
     let m = HLL_M as f64;
-    let mut sum = 0.0;
-    let mut zeros = 0usize;
-    for &r in regs.iter() {
-        sum += INV_POW2[r as usize & 63];
-        if r == 0 {
-            zeros += 1;
-        }
-    }
+    let zeros = HLL_M - set;
+    sum += zeros as f64;
     let alpha = 0.7213 / (1.0 + 1.079 / m);
     let raw = alpha * m * m / sum;
     if raw <= 2.5 * m && zeros > 0 {
