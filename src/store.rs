@@ -1,8 +1,9 @@
 //! The decision record store: every decision with its evidence and outcomes, in sled, and
 //! the ordered log of what changed the feature windows.
 //!
-//! One tree holds every key so a decision and its log entry land in one atomic batch:
-//! `p/<payment_id>` → encoded `StoredDecision`, `s/<seq, big-endian u64>` → log entry
+//! One tree holds every key, so a decision can land in one atomic batch with its log entry
+//! and any account change (a plain Score writes the two in order instead: see
+//! `insert_payment`): `p/<payment_id>` → encoded `StoredDecision`, `s/<seq, big-endian u64>` → log entry
 //! (a decision's id is its payment's log position, so finding it needs no index of its
 //! own; records from before that have `d/<decision_id>` → payment id),
 //! `f/<feature set version>` → the feature names
