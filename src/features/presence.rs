@@ -197,10 +197,11 @@ impl Presence {
         }
     }
 
-    /// Collects a finished scan and starts a new one when deleted keys may have piled up.
+    /// Collects a finished scan and starts a new one when deleted keys may have piled up;
+    /// true when it started one.
     /// Call only when no write to the tree is in flight, so that a scan started here sees
     /// every key written before it.
-    pub fn maintain(&mut self, tree: &sled::Tree) {
+    pub fn maintain(&mut self, tree: &sled::Tree) -> bool {
         self.poll();
         let stale = match &self.done {
             None => self.running.is_none(),
@@ -208,7 +209,9 @@ impl Presence {
         };
         if stale && self.running.is_none() {
             self.start_scan(tree);
+            return true;
         }
+        false
     }
 
     /// Waits for a running scan (tests, benches that want a settled state).

@@ -100,7 +100,10 @@ pub struct FeatureStore {
     /// Entity states changed since the last checkpoint (marked `dirty` in the cache).
     dirty_count: usize,
     /// The last checkpoint's write, running on its own thread.
-    pending: Option<std::thread::JoinHandle<Result<(), sled::Error>>>,
+    pending: Option<std::thread::JoinHandle<Result<Spare, sled::Error>>>,
+    /// The last checkpoint's lists, emptied, for the next one: fresh lists of tens of
+    /// thousands of entries cost the scoring thread tens of ms of page faults.
+    spare: Spare,
     /// The caller's log position of the event being applied (see `set_position`).
     position: Option<u64>,
     key: Vec<u8>,
@@ -344,6 +347,7 @@ impl FeatureStore {
             watermark,
             dirty_count: 0,
             pending: None,
+            spare: Spare::default(),
             position: None,
             stats: CacheStats::default(),
             key: Vec::new(),
@@ -480,6 +484,7 @@ impl FeatureStore {
                         _ => {}
                     }
                 }
+                stamp(st, *position);
             }
             for r in &plan.readers {
                 if set.defs[r.slot].aggregate != Aggregate::NewValue {
@@ -489,6 +494,7 @@ impl FeatureStore {
             if record && !c.dirty {
                 c.dirty = true;
                 *dirty_count += 1;
+                presence.insert(key_hash(key));
             }
         }
         Ok(Observation {
@@ -574,9 +580,11 @@ impl FeatureStore {
                     _ => {}
                 }
             }
+            stamp(st, *position);
             if !c.dirty {
                 c.dirty = true;
                 *dirty_count += 1;
+                presence.insert(key_hash(key));
             }
         }
         Ok(())
@@ -626,34 +634,40 @@ impl FeatureStore {
     /// Takes every changed state out of the cache's dirty set into a checkpoint's writes.
     /// No write may be in flight.
     fn prepare_checkpoint(&mut self, marker: &[u8]) -> (usize, Checkpoint) {
-        // No write is in flight here, as a new key scan requires.
-        self.presence.maintain(&self.tree);
+        // No write is in flight here, as a new key scan requires. Changed keys went into the
+        // filter when they changed; a scan starting now may miss the ones this checkpoint
+        // is about to write, so they go into its filter too.
+        let rescan = self.presence.maintain(&self.tree);
         let cap = self.capacity;
+        let Spare {
+            states,
+            mut evicted,
+        } = std::mem::take(&mut self.spare);
         if self.cache.len() > cap + cap / 4 {
             let keep_after = self.tick.saturating_sub(cap as u64);
-            self.cache.retain(|_, c| c.dirty || c.tick > keep_after);
+            // Freeing tens of thousands of states took the scoring thread ~20 ms: the writer
+            // frees them.
+            evicted.extend(
+                self.cache
+                    .extract_if(|_, c| !c.dirty && c.tick <= keep_after),
+            );
         }
         let written = self.dirty_count;
         self.dirty_count = 0;
-        let covers = self.position.map(|p| p.saturating_add(1));
         let mut checkpoint = Checkpoint {
+            states,
+            evicted,
             // Without stamped states only one atomic batch keeps marker and states in step.
-            stamped: covers.is_some(),
+            stamped: self.position.is_some(),
             sigs: self.meta.iter().map(|m| m.sigs.clone()).collect(),
             ..Checkpoint::default()
         };
-        // Walking the cache costs less than keeping a copy of every dirty key.
+        // Walking the cache costs less than keeping a copy of every dirty key. This runs on
+        // the scoring thread, so it touches no state: the writer encodes them.
         for (key, c) in self.cache.iter_mut().filter(|(_, c)| c.dirty) {
             c.dirty = false;
-            if c.state.is_empty() {
-                // Deleted with the marker: an empty state carries no stamp to skip by.
-                checkpoint.last.remove(key.as_slice());
-                continue;
-            }
-            self.presence.insert(key_hash(key));
-            if let Some(covers) = covers {
-                // No copy: the previous checkpoint's writer has finished with every state.
-                Arc::make_mut(&mut c.state).covers = covers;
+            if rescan {
+                self.presence.insert(key_hash(key));
             }
             checkpoint
                 .states
@@ -669,7 +683,11 @@ impl FeatureStore {
     /// Waits for a checkpoint started by `start_checkpoint`.
     pub fn wait_checkpoint(&mut self) -> Result<(), FeatureError> {
         match self.pending.take().map(std::thread::JoinHandle::join) {
-            None | Some(Ok(Ok(()))) => Ok(()),
+            None => Ok(()),
+            Some(Ok(Ok(spare))) => {
+                self.spare = spare;
+                Ok(())
+            }
             Some(Ok(Err(e))) => Err(e.into()),
             Some(Err(_)) => Err(FeatureError::Corrupt("checkpoint writer panicked".into())),
         }
@@ -783,10 +801,22 @@ impl Drop for FeatureStore {
 /// sled insert: sled's `apply_batch` holds a process-wide lock, so one batch of every
 /// changed state (tens of thousands) stalled every decision write for hundreds of ms, and
 /// it writes and syncs sled's log buffer twice, which made smaller batches no better.
+/// Key, entity index and state of each changed entity.
+type StateList = Vec<(Vec<u8>, usize, Arc<EntityState>)>;
+/// Entries dropped from the cache, freed by the writer instead of the scoring thread.
+type Evicted = Vec<(Vec<u8>, Cached)>;
+
+/// A finished checkpoint's lists, emptied, capacity kept.
+#[derive(Default)]
+struct Spare {
+    states: StateList,
+    evicted: Evicted,
+}
+
 #[derive(Default)]
 struct Checkpoint {
-    /// Key, entity index and state.
-    states: Vec<(Vec<u8>, usize, Arc<EntityState>)>,
+    states: StateList,
+    evicted: Evicted,
     /// Series signatures by entity index, for encoding.
     sigs: Vec<Vec<u64>>,
     stamped: bool,
@@ -794,17 +824,25 @@ struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Writes the first `max_states` states, and `last` if that was all of them.
-    fn apply(self, tree: &sled::Tree, max_states: usize) -> Result<(), sled::Error> {
+    /// Writes the first `max_states` states, and `last` if that was all of them; returns the
+    /// emptied list.
+    fn apply(self, tree: &sled::Tree, max_states: usize) -> Result<Spare, sled::Error> {
         let Checkpoint {
-            states,
+            mut states,
+            mut evicted,
             sigs,
             stamped,
             mut last,
         } = self;
+        evicted.clear();
         let complete = states.len() <= max_states;
         let mut enc = Vec::new();
-        for (key, entity, state) in states.into_iter().take(max_states) {
+        for (key, entity, state) in states.drain(..).take(max_states) {
+            if state.is_empty() {
+                // Deleted with the marker: an empty state carries no stamp to skip by.
+                last.remove(key);
+                continue;
+            }
             state.encode(&sigs[entity], &mut enc);
             if stamped {
                 tree.insert(key, enc.as_slice())?;
@@ -815,7 +853,14 @@ impl Checkpoint {
         if complete {
             tree.apply_batch(last)?;
         }
-        Ok(())
+        Ok(Spare { states, evicted })
+    }
+}
+
+/// Records in `st` that it holds the caller's log up to `position`.
+fn stamp(st: &mut EntityState, position: Option<u64>) {
+    if let Some(p) = position {
+        st.covers = p.saturating_add(1);
     }
 }
 
