@@ -206,30 +206,75 @@ impl DecisionStore {
         Ok(())
     }
 
-    /// Removes the log's last entry if it is a payment whose record was never written (a
-    /// crash or failure between the two inserts of `insert_payment`); returns its position.
+    /// Removes the entries at the end of the log whose record was never written (a crash
+    /// or failure inside `insert_payment` or `update_after_log`): a payment without its
+    /// record, an outcome its record does not hold. Returns the first position removed.
     pub fn remove_torn_tail(&self) -> Result<Option<u64>, StoreError> {
-        let Some(seq) = self.last_seq()? else {
-            return Ok(None);
-        };
-        let entry = self
-            .tree
-            .get(log_key(seq))?
-            .as_deref()
-            .and_then(LogEntry::decode);
-        let Some(LogEntry::Payment { payment_id }) = entry else {
-            return Ok(None);
-        };
-        if self.tree.contains_key(payment_key(&payment_id))? {
-            return Ok(None);
+        let mut removed = None;
+        while let Some(seq) = self.last_seq()? {
+            let entry = self.tree.get(log_key(seq))?;
+            let recorded = match entry.as_deref().and_then(LogEntry::decode) {
+                Some(LogEntry::Payment { payment_id }) => {
+                    self.tree.contains_key(payment_key(&payment_id))?
+                }
+                Some(LogEntry::Outcome {
+                    payment_id,
+                    outcome,
+                    reported_at_ms,
+                }) => self.by_payment(&payment_id)?.is_some_and(|d| {
+                    d.outcomes
+                        .iter()
+                        .any(|o| o.outcome == outcome && o.reported_at_ms == reported_at_ms)
+                }),
+                // Not ours to judge: recovery reports it.
+                None => true,
+            };
+            if recorded {
+                break;
+            }
+            self.tree.remove(&log_key(seq)[..])?;
+            removed = Some(seq);
         }
-        self.tree.remove(&log_key(seq)[..])?;
-        Ok(Some(seq))
+        Ok(removed)
     }
 
     /// Replaces a stored decision, as read from this store (e.g. with an outcome added);
     /// its ids never change.
     pub fn stage_update(&self, batch: &mut sled::Batch, decision: &Decision) {
+        batch.insert(payment_key(ids(decision).0), self.encode_update(decision));
+    }
+
+    /// Writes log `entries` from position `seq` on and then replaces the stored decision, as
+    /// `stage_update`, without a sled batch (see `insert_payment`): a crash in between
+    /// leaves only log entries the record does not know, which `remove_torn_tail` removes.
+    pub fn update_after_log(
+        &self,
+        seq: u64,
+        entries: &[LogEntry],
+        decision: &Decision,
+    ) -> Result<(), StoreError> {
+        let written = (seq..).zip(entries).try_for_each(|(seq, entry)| {
+            self.tree
+                .insert(&log_key(seq)[..], entry.encode())
+                .map(|_| ())
+        });
+        let written = written.and_then(|()| {
+            let record = self.encode_update(decision);
+            self.tree
+                .insert(payment_key(ids(decision).0), record)
+                .map(|_| ())
+        });
+        if let Err(e) = written {
+            // Best effort; should this fail too, the next recovery removes them.
+            for seq in seq..seq + entries.len() as u64 {
+                let _ = self.tree.remove(&log_key(seq)[..]);
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    fn encode_update(&self, decision: &Decision) -> Vec<u8> {
         let mut decision = decision.clone();
         if self.feature_names(&decision.feature_set_version).is_err() {
             // A record from before packing: its own names become the version's.
@@ -237,7 +282,7 @@ impl DecisionStore {
             let _ = self.register_feature_set(&decision.feature_set_version, &names);
         }
         let values: Vec<f64> = decision.features.drain(..).map(|f| f.value).collect();
-        self.stage_insert(batch, &decision, &values);
+        encode_record(&decision, &values)
     }
 
     /// For callers that write decisions inside a multi-tree transaction.

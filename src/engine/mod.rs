@@ -178,8 +178,8 @@ impl Engine {
         if let Some(seq) = self.decisions.remove_torn_tail()? {
             tracing::warn!(
                 seq,
-                "removed the last log entry: its payment's record was never written, so the \
-                 payment was not acknowledged"
+                "removed log entries from here on: their records were never written, so they \
+                 were not acknowledged"
             );
             self.next_seq = seq;
         }
@@ -598,9 +598,10 @@ impl Engine {
             now_ms,
             self.next_seq,
         )? {
-            let mut batch = sled::Batch::default();
-            self.decisions.stage_update(&mut batch, &decision);
-            self.write(batch, &entries)?;
+            let written = self
+                .decisions
+                .update_after_log(self.next_seq, &entries, &decision);
+            self.logged(written.map_err(EngineError::from), entries.len())?;
         }
         Ok(proto::ReportOutcomeResponse {
             decision_id: decision.response.map(|r| r.decision_id).unwrap_or_default(),
@@ -953,6 +954,47 @@ pub(crate) mod tests {
                 .unwrap(),
             Some(stored)
         );
+    }
+
+    #[test]
+    fn an_outcome_logged_without_its_record_update_is_dropped_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(dir.path());
+        let report = proto::ReportOutcomeRequest {
+            payment_id: "pay-1".into(),
+            outcome: proto::OutcomeKind::Fraud as i32,
+            reported_at_ms: NOW + 1,
+        };
+        {
+            let mut engine = Engine::open(&config).unwrap();
+            engine.score(&valid_request(), NOW).unwrap();
+            // What a crash inside `update_after_log` leaves: the entry, not the record's outcome.
+            let mut batch = sled::Batch::default();
+            let torn = LogEntry::Outcome {
+                payment_id: "pay-1".into(),
+                outcome: report.outcome,
+                reported_at_ms: report.reported_at_ms,
+            };
+            engine.decisions().stage_log(&mut batch, 1, &torn);
+            engine.decisions().apply(batch).unwrap();
+        }
+        let mut engine = Engine::open(&config).unwrap();
+        assert_eq!(engine.decisions().last_seq().unwrap(), Some(0));
+        // The gateway retries, as it got no answer: now it counts, once.
+        let stored = engine.report_outcome(&report, NOW + 2).unwrap();
+        assert_eq!(stored.outcomes.len(), 1);
+        assert_eq!(engine.decisions().last_seq().unwrap(), Some(1));
+        // A report counts once its (6 h) bucket of the 30-day window is complete.
+        let mut next = valid_request();
+        next.payment_id = "pay-2".into();
+        next.event_time_ms = NOW + 86_400_000;
+        engine.score(&next, next.event_time_ms).unwrap();
+        let stored = engine.decisions().by_payment("pay-2").unwrap().unwrap();
+        let reports = stored
+            .features
+            .iter()
+            .find(|f| f.name == "payee.bad_reports_30d");
+        assert_eq!(reports.unwrap().value, 1.0);
     }
 
     #[test]
