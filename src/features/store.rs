@@ -835,6 +835,8 @@ impl Checkpoint {
             mut last,
         } = self;
         evicted.clear();
+        // In key order, sled's inserts walk neighbouring leaves, warm from the last insert.
+        states.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let complete = states.len() <= max_states;
         let mut enc = Vec::new();
         for (key, entity, state) in states.drain(..).take(max_states) {
