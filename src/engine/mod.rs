@@ -568,9 +568,13 @@ impl Engine {
                 }
             }
             if self.since_checkpoint >= self.config.feature_checkpoint_every {
-                // In the background: the log already makes these payments durable.
-                self.features
-                    .start_checkpoint(&(self.next_seq - 1).to_be_bytes())?;
+                // In the background: the log already makes these payments durable. Should the
+                // last one have failed, states it marked clean were never written: rebuild
+                // them from the log rather than let the cache drop them.
+                let marker = (self.next_seq - 1).to_be_bytes();
+                if let Err(e) = self.features.start_checkpoint(&marker) {
+                    return Err(self.rebuild_after(e.into()));
+                }
                 self.since_checkpoint = 0;
             }
         }

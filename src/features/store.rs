@@ -391,8 +391,9 @@ impl FeatureStore {
 
     /// Says which entry of the caller's log the next `observe` or `record_outcome` applies
     /// (0, 1, 2, ... in log order). A caller that does this for every event gets checkpoints
-    /// written state by state, which never take sled's process-wide batch lock; after a crash part-way through one, replaying from the last marker skips, per entity,
-    /// the events its stored state already holds. Without positions every checkpoint is one
+    /// written state by state, which never take sled's process-wide batch lock; after a
+    /// crash part-way through one, replaying from the last marker skips, per entity, the
+    /// events its stored state already holds. Without positions every checkpoint is one
     /// atomic batch.
     pub fn set_position(&mut self, position: u64) {
         self.position = Some(position);
@@ -795,12 +796,6 @@ impl Drop for FeatureStore {
     }
 }
 
-/// One checkpoint's writes: the states, then `last` (deletions, watermark and marker),
-/// which makes the checkpoint count. The writer's thread encodes the states, so the engine
-/// thread only collects them. With stamped states (`set_position`) each state is a plain
-/// sled insert: sled's `apply_batch` holds a process-wide lock, so one batch of every
-/// changed state (tens of thousands) stalled every decision write for hundreds of ms, and
-/// it writes and syncs sled's log buffer twice, which made smaller batches no better.
 /// Key, entity index and state of each changed entity.
 type StateList = Vec<(Vec<u8>, usize, Arc<EntityState>)>;
 /// Entries dropped from the cache, freed by the writer instead of the scoring thread.
@@ -813,6 +808,12 @@ struct Spare {
     evicted: Evicted,
 }
 
+/// One checkpoint's writes: the states, then `last` (deletions, watermark and marker),
+/// which makes the checkpoint count. The writer's thread encodes the states, so the engine
+/// thread only collects them. With stamped states (`set_position`) each state is a plain
+/// sled insert: sled's `apply_batch` holds a process-wide lock, so one batch of every
+/// changed state (tens of thousands) stalled every decision write for hundreds of ms, and
+/// it writes and syncs sled's log buffer twice, which made smaller batches no better.
 #[derive(Default)]
 struct Checkpoint {
     states: StateList,
