@@ -3,10 +3,10 @@
 //!
 //! One tree holds every key, so a decision can land in one atomic batch with its log entry
 //! and any account change (a plain Score writes the two in order instead: see
-//! `insert_payment`): `p/<payment_id>` → encoded `StoredDecision`, `s/<seq, big-endian u64>` → log entry
-//! (a decision's id is its payment's log position, so finding it needs no index of its
-//! own; records from before that have `d/<decision_id>` → payment id),
-//! `f/<feature set version>` → the feature names
+//! `insert_payment`): `p/<payment_id>` → encoded `StoredDecision`,
+//! `s/<seq, big-endian u64>` → log entry (a decision's id is its payment's log position, so
+//! finding it needs no index of its own; records from before that have `d/<decision_id>` →
+//! payment id), `f/<feature set version>` → the feature names
 //! (JSON), once per version: a decision stores only its feature values, which keeps the
 //! record (and its write, the largest step of a Score) a fraction of the size. The feature
 //! store checkpoints its state now and then; the log lets it replay what came after its

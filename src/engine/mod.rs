@@ -672,8 +672,8 @@ impl Engine {
     }
 }
 
-/// Every `SWEEP_EVERY` log entries (or checkpoint, if sooner), `SWEEP_SLICE` stored feature keys are examined for
-/// expiry (time is the store's own watermark).
+/// Every `SWEEP_EVERY` log entries (or checkpoint, if sooner), `SWEEP_SLICE` stored feature
+/// keys are examined for expiry (time is the store's own watermark).
 const SWEEP_EVERY: u64 = 250;
 const SWEEP_SLICE: usize = 100;
 

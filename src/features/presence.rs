@@ -3,7 +3,8 @@
 //!
 //! Blocked Bloom filters over a 64-bit hash of the key: never a false negative, ~1% false
 //! positives (which only cost the sled read they would have cost anyway). The set is the keys
-//! found by a scan of the tree plus every key the store has written since that scan started.
+//! found by a scan of the tree plus every key the store has changed (and so will write)
+//! since that scan started.
 //! Until the first scan has finished, every key "may be stored". Deleted keys stay in the
 //! filter until the next scan, which runs in the background once the keys written since the
 //! last one outnumber the keys it found (and at least [`RESCAN_MIN`]), so memory stays
