@@ -56,34 +56,31 @@
 //! # Durability, atomicity and memory
 //! State lives in one sled tree (default `features.v1`): one blob per entity key
 //! (`<entity name> 0x00 <field values joined by 0x1f>`) plus the watermark under
-//! `0xFF 0xFF "watermark"`. `observe`/`record_outcome` write into a [`StoreBatch`] and into the
-//! in-memory cache; nothing reaches disk until the batch is applied. Either call
-//! [`FeatureStore::commit`], or apply it inside the caller's own multi-tree transaction:
+//! `0xFF 0xFF "watermark"` and the checkpoint marker. `observe`/`record_outcome` change the
+//! in-memory cache only; [`FeatureStore::checkpoint`] (or `start_checkpoint`, which writes
+//! on its own thread) writes every changed state, then the caller's `marker`: how far into
+//! the caller's durable log (fengkong's decision log) the written state reaches. After a
+//! crash the caller re-observes its log after the marker and gets identical features.
 //!
-//! ```ignore
-//! (store.tree(), &decisions).transaction(|(st, dec)| {
-//!     st.apply_batch(batch.sled_batch())?;
-//!     dec.insert(key, record)?;
-//!     Ok(())
-//! })?;
-//! store.committed();            // on success
-//! // store.discard_cache();     // on failure: drops every uncommitted change
-//! ```
+//! A caller that gives each event its log position ([`FeatureStore::set_position`]) gets
+//! states stamped with the position they cover and checkpoints written state by state, marker
+//! last; re-observing skips, per entity, the events a stored state already holds, so a
+//! checkpoint cut off part-way is harmless. Without positions a checkpoint is one atomic sled
+//! batch (which takes sled's process-wide batch lock: the engine always gives positions).
 //!
-//! Cache: entity states stay in memory at least until their batch is committed (a batch larger
-//! than the cache grows it temporarily); after a commit, once the cache exceeds 1.25 ×
-//! `cache_capacity`, only states touched in the last `cache_capacity` touches are kept.
+//! Cache: changed states stay in memory until a finished checkpoint has written them; once
+//! the cache exceeds 1.25 × `cache_capacity`, only states touched in the last
+//! `cache_capacity` touches are kept (the checkpoint writer frees the rest).
 //! Evicted states are re-read from sled. A Bloom filter of the keys stored in the tree (built
-//! by a background scan at open, fed with every key written since, rebuilt in the background
+//! by a background scan at open, fed with every key changed since, rebuilt in the background
 //! once written keys outnumber scanned ones; ~1.5 bytes per stored key) lets a miss on a key
-//! never written (a new payer→payee pair, a new device) skip the sled read. The caller must
-//! commit (or `committed()`) or `discard_cache()` every batch; only applied batches are durable. Buckets below the
+//! never written (a new payer→payee pair, a new device) skip the sled read. Buckets below the
 //! retention floor `b(watermark - lateness - (W + L + w))` are dropped whenever an entity is
 //! touched; an entity with nothing left is deleted, as is any found by the incremental
 //! [`FeatureStore::sweep`], which also rewrites a cold entity once dropping its expired
 //! buckets halves its stored bytes (so stored state stays within twice the live state
-//! without a write per entity per sweep). Because nothing readable is ever dropped, features are identical
-//! whether or not the store was reopened, evicted or swept between events.
+//! without a write per entity per sweep). Because nothing readable is ever dropped, features
+//! are identical whether or not the store was reopened, evicted or swept between events.
 //!
 //! Disk per entity is bounded by buckets, not payments: a counter bucket costs ~6-12 bytes
 //! (varints), a seen value 9-11 bytes. A payer paying once a day for a year with the default
