@@ -192,18 +192,12 @@ impl DecisionStore {
         decision: &Decision,
         feature_values: &[f64],
     ) -> Result<(), StoreError> {
-        let payment_id = ids(decision).0;
         let entry = LogEntry::Payment {
-            payment_id: payment_id.to_owned(),
+            payment_id: ids(decision).0.to_owned(),
         };
-        self.tree.insert(&log_key(seq)[..], entry.encode())?;
-        let record = encode_record(decision, feature_values);
-        if let Err(e) = self.tree.insert(payment_key(payment_id), record) {
-            // Best effort; should this fail too, the next recovery removes the entry.
-            let _ = self.tree.remove(&log_key(seq)[..]);
-            return Err(e.into());
-        }
-        Ok(())
+        self.log_then_record(seq, &[entry], decision, || {
+            encode_record(decision, feature_values)
+        })
     }
 
     /// Removes the entries at the end of the log whose record was never written (a crash
@@ -253,15 +247,25 @@ impl DecisionStore {
         entries: &[LogEntry],
         decision: &Decision,
     ) -> Result<(), StoreError> {
+        self.log_then_record(seq, entries, decision, || self.encode_update(decision))
+    }
+
+    /// Log entries from `seq` on, then `decision`'s record, as plain inserts in that order.
+    fn log_then_record(
+        &self,
+        seq: u64,
+        entries: &[LogEntry],
+        decision: &Decision,
+        record: impl FnOnce() -> Vec<u8>,
+    ) -> Result<(), StoreError> {
         let written = (seq..).zip(entries).try_for_each(|(seq, entry)| {
             self.tree
                 .insert(&log_key(seq)[..], entry.encode())
                 .map(|_| ())
         });
         let written = written.and_then(|()| {
-            let record = self.encode_update(decision);
             self.tree
-                .insert(payment_key(ids(decision).0), record)
+                .insert(payment_key(ids(decision).0), record())
                 .map(|_| ())
         });
         if let Err(e) = written {
