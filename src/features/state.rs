@@ -262,9 +262,10 @@ pub(crate) fn hll_estimate(v: &[HllEntry], lo: i64) -> f64 {
 pub(crate) struct EntityState {
     pub first_ms: Option<i64>,
     pub series: Vec<SeriesState>,
-    /// How many of the caller's log entries the stored state includes (the first `covers`
-    /// positions): a checkpoint written in several batches stamps each state, so a replay
-    /// after a crash part-way through skips what a state already holds. 0: unknown/none.
+    /// How many of the caller's log entries the state includes (the first `covers`
+    /// positions), set as each event is applied: a checkpoint writes states one by one, so
+    /// a replay after a crash part-way through skips what a stored state already holds.
+    /// 0: unknown/none.
     pub covers: u64,
 }
 
