@@ -1,15 +1,18 @@
-//! Group commit: many writers wait on one sled flush, so durability costs one fsync per
-//! batch of decisions instead of one per decision.
+//! Group commit: many writers wait on one sync, so durability costs one fsync per batch of
+//! decisions instead of one per decision.
 //!
 //! A writer applies its changes to sled, takes a ticket, and awaits it; a dedicated thread
-//! flushes whatever has been written and releases every ticket the flush covered.
+//! makes whatever has been written durable and releases every ticket that covered. Writes
+//! the journal holds (Scores, outcomes) need only the journal synced; any other ticket
+//! needs a sled flush, which also lets the journal be emptied.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use crate::journal::Journal;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CommitError {
@@ -19,22 +22,31 @@ pub enum CommitError {
     Stopped,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Progress {
-    flushed: u64,
-    /// Tickets up to here were in a flush that failed.
-    failed_through: u64,
-    last_error: Option<String>,
+/// The journal is emptied (after a sled flush) once it holds this much or is this old, so
+/// it stays small and a restart has little to restore.
+const JOURNAL_LIMIT: u64 = 32 << 20;
+const JOURNAL_AGE: Duration = Duration::from_secs(2);
+
+/// Called on the committer thread once the write is durable (or cannot be made so).
+type Done = Box<dyn FnOnce(Result<(), CommitError>) + Send>;
+
+#[derive(Default)]
+struct Queue {
+    /// Writes not yet durable, oldest first.
+    waiting: VecDeque<Done>,
+    /// Whether one of them needs sled flushed (its write is not in the journal).
+    flush_sled: bool,
+    stopping: bool,
 }
 
 struct Shared {
-    requested: AtomicU64,
-    wake: Mutex<bool>,
-    wake_cv: Condvar,
-    progress: watch::Sender<Progress>,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    /// The committer is between rounds, waiting for work: only then does it need waking.
+    idle: AtomicBool,
 }
 
-/// Handle shared by writers and waiters; `stop` flushes once more and joins the thread.
+/// Handle shared by writers; `stop` makes pending writes durable and joins the thread.
 #[derive(Clone)]
 pub struct GroupCommit {
     shared: Arc<Shared>,
@@ -42,111 +54,137 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the flushing thread. `gather` is how long it lingers after being woken so that
-    /// more writes join the same flush; zero means flush at once.
-    pub fn start(db: sled::Db, gather: Duration) -> std::io::Result<GroupCommit> {
-        let (progress, _) = watch::channel(Progress::default());
+    /// Starts the committer thread. `gather` is how long it lingers after being woken so
+    /// that more writes join the same flush; zero means flush at once. Without a journal
+    /// every write flushes sled.
+    pub fn start(
+        db: sled::Db,
+        journal: Option<Journal>,
+        gather: Duration,
+    ) -> std::io::Result<GroupCommit> {
         let shared = Arc::new(Shared {
-            requested: AtomicU64::new(0),
-            wake: Mutex::new(false),
-            wake_cv: Condvar::new(),
-            progress,
+            queue: Mutex::default(),
+            wake: Condvar::new(),
+            idle: AtomicBool::new(false),
         });
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("fengkong-commit".into())
-            .spawn(move || flush_loop(&db, &thread_shared, gather))?;
+            .spawn(move || commit_loop(&db, journal.as_ref(), &thread_shared, gather))?;
         Ok(GroupCommit {
             shared,
             thread: Arc::new(Mutex::new(Some(thread))),
         })
     }
 
-    /// Call after a write has been applied to sled; the ticket is durable once `wait` returns.
-    pub fn ticket(&self) -> u64 {
-        let ticket = self.shared.requested.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Ok(mut pending) = self.shared.wake.lock() {
-            *pending = true;
-            self.shared.wake_cv.notify_one();
+    /// Call after a write has been applied to sled (and, if `journaled`, appended to the
+    /// journal); `done` runs on the committer thread once the write is durable. Answering
+    /// from there wakes the caller once per write instead of twice.
+    pub fn when_durable(
+        &self,
+        journaled: bool,
+        done: impl FnOnce(Result<(), CommitError>) + Send + 'static,
+    ) {
+        let mut queue = lock(&self.shared.queue);
+        if queue.stopping {
+            drop(queue);
+            return done(Err(CommitError::Stopped));
         }
-        ticket
-    }
-
-    /// Resolves once a flush that started after the ticket was taken has finished.
-    pub async fn wait(&self, ticket: u64) -> Result<(), CommitError> {
-        let mut rx = self.shared.progress.subscribe();
-        let progress = rx
-            .wait_for(|p| p.flushed >= ticket || p.failed_through >= ticket)
-            .await
-            .map_err(|_| CommitError::Stopped)?
-            .clone();
-        if progress.flushed >= ticket {
-            Ok(())
-        } else {
-            Err(CommitError::Flush(progress.last_error.unwrap_or_default()))
+        queue.waiting.push_back(Box::new(done));
+        queue.flush_sled |= !journaled;
+        drop(queue);
+        if self.shared.idle.load(Ordering::SeqCst) {
+            self.shared.wake.notify_one();
         }
     }
 
-    /// Blocking form of `wait`, for callers outside the async runtime.
-    pub fn wait_blocking(&self, ticket: u64) -> Result<(), CommitError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .map_err(|e| CommitError::Flush(e.to_string()))?;
-        rt.block_on(self.wait(ticket))
-    }
-
-    /// Flushes what is pending and stops the thread. Safe to call more than once.
+    /// Makes what is pending durable and stops the thread. Safe to call more than once.
     pub fn stop(&self) {
-        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        let handle = lock(&self.thread).take();
         if let Some(handle) = handle {
-            // u64::MAX asks the loop for one last flush that releases every ticket, then exit.
-            self.shared.requested.store(u64::MAX, Ordering::SeqCst);
-            if let Ok(mut pending) = self.shared.wake.lock() {
-                *pending = true;
-                self.shared.wake_cv.notify_one();
-            }
+            lock(&self.shared.queue).stopping = true;
+            self.shared.wake.notify_one();
             let _ = handle.join();
         }
     }
 }
 
-fn flush_loop(db: &sled::Db, shared: &Shared, gather: Duration) {
-    let mut done = 0u64;
+fn commit_loop(db: &sled::Db, journal: Option<&Journal>, shared: &Shared, gather: Duration) {
+    let mut durable = Durable {
+        db,
+        journal,
+        sled_flushed: Instant::now(),
+        trusted: true,
+    };
     loop {
-        {
-            let Ok(mut pending) = shared.wake.lock() else {
-                return;
-            };
-            while !*pending {
-                pending = match shared.wake_cv.wait(pending) {
-                    Ok(p) => p,
-                    Err(_) => return,
-                };
-            }
-            *pending = false;
+        let mut queue = lock(&shared.queue);
+        while queue.waiting.is_empty() && !queue.stopping {
+            // `idle` is set under the lock a writer takes to queue, so no wakeup is lost.
+            shared.idle.store(true, Ordering::SeqCst);
+            queue = shared.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
+            shared.idle.store(false, Ordering::SeqCst);
         }
-        if !gather.is_zero() {
-            std::thread::sleep(gather);
-        }
-        let target = shared.requested.load(Ordering::SeqCst);
-        if target <= done {
-            continue;
-        }
-        let result = db.flush();
-        shared.progress.send_modify(|p| match &result {
-            Ok(_) => p.flushed = target,
-            Err(e) => {
-                p.failed_through = target;
-                p.last_error = Some(e.to_string());
-            }
-        });
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "sled flush failed; waiting writers get an error");
-        }
-        done = target;
-        if target == u64::MAX {
+        if queue.waiting.is_empty() {
             return;
         }
+        if !gather.is_zero() {
+            drop(queue);
+            std::thread::sleep(gather);
+            queue = lock(&shared.queue);
+        }
+        // Every write these callers made is in sled (and the journal) by now.
+        let batch = std::mem::take(&mut queue.waiting);
+        let flush_sled = std::mem::take(&mut queue.flush_sled);
+        drop(queue);
+        let result = durable.make(flush_sled).map_err(|e| {
+            tracing::error!(error = %e, "flush failed; waiting writers get an error");
+            CommitError::Flush(e)
+        });
+        for done in batch {
+            done(result.clone());
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The protected data stays consistent across a panicking callback.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Durable<'a> {
+    db: &'a sled::Db,
+    journal: Option<&'a Journal>,
+    sled_flushed: Instant,
+    /// False after a journal write failed, until the journal is emptied again: its tail may
+    /// hold a torn entry, so until then only sled flushes make anything durable.
+    trusted: bool,
+}
+
+impl Durable<'_> {
+    /// Makes every write so far durable: syncs the journal, and flushes sled (then empties
+    /// the journal) when asked, when the journal cannot be trusted, or when it is due.
+    fn make(&mut self, mut flush_sled: bool) -> Result<(), String> {
+        let Some(journal) = self.journal else {
+            return self.db.flush().map(drop).map_err(|e| e.to_string());
+        };
+        if let Err(e) = journal.sync() {
+            tracing::warn!(error = %e, "journal write failed; flushing sled instead");
+            self.trusted = false;
+        }
+        flush_sled |= !self.trusted
+            || journal.len() >= JOURNAL_LIMIT
+            || self.sled_flushed.elapsed() >= JOURNAL_AGE;
+        if !flush_sled {
+            return Ok(());
+        }
+        self.db.flush().map_err(|e| e.to_string())?;
+        self.sled_flushed = Instant::now();
+        // Every entry the journal holds is in sled now.
+        match journal.reset() {
+            Ok(()) => self.trusted = true,
+            Err(e) => tracing::warn!(error = %e, "cannot empty the journal; flushing sled"),
+        }
+        Ok(())
     }
 }
 
@@ -154,21 +192,46 @@ fn flush_loop(db: &sled::Db, shared: &Shared, gather: Duration) {
 mod tests {
     use super::*;
 
+    async fn durable(gc: &GroupCommit, journaled: bool) -> Result<(), CommitError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        gc.when_durable(journaled, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.await.unwrap()
+    }
+
     #[tokio::test]
-    async fn tickets_resolve_after_a_flush() {
+    async fn writes_are_answered_once_flushed_and_after_stop_refused() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let gc = GroupCommit::start(db.clone(), Duration::ZERO).unwrap();
+        let gc = GroupCommit::start(db.clone(), None, Duration::ZERO).unwrap();
         db.insert("k", "v").unwrap();
-        let t1 = gc.ticket();
-        let t2 = gc.ticket();
-        gc.wait(t2).await.unwrap();
-        gc.wait(t1).await.unwrap();
+        let (a, b) = tokio::join!(durable(&gc, false), durable(&gc, true));
+        a.unwrap();
+        b.unwrap();
         gc.stop();
         gc.stop();
         assert!(matches!(
-            gc.wait(t2 + 5).await,
-            Ok(()) | Err(CommitError::Stopped)
+            durable(&gc, false).await,
+            Err(CommitError::Stopped)
         ));
+    }
+
+    #[tokio::test]
+    async fn journaled_writes_sync_the_journal_and_others_flush_sled_and_empty_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let path = dir.path().join(crate::journal::FILE_NAME);
+        let journal = Journal::create(&path).unwrap();
+        let gc = GroupCommit::start(db.clone(), Some(journal.clone()), Duration::ZERO).unwrap();
+        db.insert("k", "v").unwrap();
+        journal.append(b"k=v");
+        durable(&gc, true).await.unwrap();
+        assert_eq!(crate::journal::read(&path).unwrap(), vec![b"k=v".to_vec()]);
+        db.insert("k2", "v2").unwrap();
+        durable(&gc, false).await.unwrap();
+        assert!(journal.is_empty());
+        assert!(crate::journal::read(&path).unwrap().is_empty());
+        gc.stop();
     }
 }

@@ -54,7 +54,10 @@ pub fn status(error: EngineError) -> Status {
         EngineError::Rules { .. } | EngineError::FeatureFile(_) | EngineError::Model { .. } => {
             Status::failed_precondition(message)
         }
-        EngineError::Store(_) | EngineError::Features(_) | EngineError::Open { .. } => {
+        EngineError::Store(_)
+        | EngineError::Features(_)
+        | EngineError::Open { .. }
+        | EngineError::Journal(_) => {
             tracing::error!(error = %message, "storage failure");
             Status::unavailable(message)
         }

@@ -33,6 +33,7 @@ pub mod explain;
 pub mod features;
 pub mod grpc;
 pub mod http;
+pub mod journal;
 pub mod loadgen;
 pub mod model;
 pub mod payment;

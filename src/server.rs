@@ -31,6 +31,8 @@ use crate::telemetry::Telemetry;
 pub enum ServerError {
     #[error("cannot start: {0}")]
     Start(#[from] std::io::Error),
+    #[error("cannot start: {0}")]
+    Engine(#[from] EngineError),
     #[error(transparent)]
     Keys(#[from] KeyError),
     #[error("reflection service: {0}")]
@@ -66,7 +68,9 @@ pub async fn run(
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let commit = GroupCommit::start(engine.db().clone(), options.commit_gather)?;
+    let mut engine = engine;
+    let journal = engine.start_journal()?;
+    let commit = GroupCommit::start(engine.db().clone(), Some(journal), options.commit_gather)?;
     let decisions = engine.decisions();
     let accounts = engine.accounts();
     let telemetry = engine.telemetry();
@@ -228,34 +232,48 @@ impl EngineHandle {
         &self,
         work: impl FnOnce(&mut Engine) -> R + Send + 'static,
     ) -> Result<R, Status> {
-        let (reply, answer) = oneshot::channel();
-        let job: Work = Box::new(move |engine| {
-            if !reply.is_closed() {
-                let _ = reply.send(work(engine));
-            }
-        });
-        let gone = || Status::unavailable("the engine is shutting down");
-        self.jobs.send(job).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())
+        self.submit(move |engine, reply| {
+            let _ = reply.send(work(engine));
+        })
+        .await
     }
 
-    /// Like `run` for work that writes: answers only once the writes are flushed to disk.
+    /// Like `run` for work that writes: answers only once the writes are durable. The
+    /// committer answers, so the caller is woken once.
     pub async fn run_durable<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Engine) -> Result<T, EngineError> + Send + 'static,
     ) -> Result<T, Status> {
         let commit = self.commit.clone();
-        let (value, ticket) = self
-            .run(move |engine| work(engine).map(|value| (value, commit.ticket())))
-            .await?
-            .map_err(grpc::status)?;
-        let waiting = Instant::now();
-        self.commit
-            .wait(ticket)
-            .await
-            .map_err(grpc::commit_status)?;
-        self.telemetry.stage("commit", waiting.elapsed());
-        Ok(value)
+        let telemetry = Arc::clone(&self.telemetry);
+        self.submit(move |engine, reply| {
+            engine.take_journaled();
+            let value = match work(engine) {
+                Ok(value) => value,
+                Err(e) => return drop(reply.send(Err(grpc::status(e)))),
+            };
+            let written = Instant::now();
+            commit.when_durable(engine.take_journaled(), move |durable| {
+                telemetry.stage("commit", written.elapsed());
+                let _ = reply.send(durable.map(|()| value).map_err(grpc::commit_status));
+            });
+        })
+        .await?
+    }
+
+    async fn submit<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Engine, oneshot::Sender<R>) + Send + 'static,
+    ) -> Result<R, Status> {
+        let (reply, answer) = oneshot::channel();
+        let job: Work = Box::new(move |engine| {
+            if !reply.is_closed() {
+                job(engine, reply);
+            }
+        });
+        let gone = || Status::unavailable("the engine is shutting down");
+        self.jobs.send(job).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())
     }
 }
 

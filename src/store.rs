@@ -17,6 +17,7 @@ use std::sync::{Arc, RwLock};
 
 use prost::Message;
 
+use crate::journal::Journal;
 use crate::proto::{Decision, Evidence, StoredDecision};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,8 @@ pub struct DecisionStore {
     tree: sled::Tree,
     /// Feature names by feature-set version, read from `f/` keys on first use.
     names: Arc<RwLock<HashMap<String, Arc<[String]>>>>,
+    /// Where a server's writes of Score and ReportOutcome also go (see `crate::journal`).
+    journal: Option<Journal>,
 }
 
 fn payment_key(payment_id: &str) -> Vec<u8> {
@@ -66,7 +69,54 @@ impl DecisionStore {
         Ok(DecisionStore {
             tree: db.open_tree("decisions")?,
             names: Arc::default(),
+            journal: None,
         })
+    }
+
+    /// From now on, `insert_payment` and `update_after_log` also append what they write to
+    /// `journal`.
+    pub fn set_journal(&mut self, journal: Journal) {
+        self.journal = Some(journal);
+    }
+
+    pub fn journaled(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Writes again what a journal entry holds and sled lost in a crash: its log entries
+    /// where missing, and its record unless sled's copy already has it (it exists, with at
+    /// least as many outcomes). sled recovers a prefix of its writes, so a record missing
+    /// this entry's write has no later write either, and the journal's copy is the newest.
+    /// Returns whether anything was written.
+    pub fn restore(&self, payload: &[u8]) -> Result<bool, StoreError> {
+        let corrupt = |reason: &str| StoreError::Corrupt {
+            key: "journal entry".into(),
+            reason: reason.into(),
+        };
+        let Journaled {
+            seq,
+            entries,
+            payment_id,
+            record,
+        } = decode_journal(payload).ok_or_else(|| corrupt("cannot be decoded"))?;
+        let mut restored = false;
+        for (seq, entry) in (seq..).zip(entries) {
+            if !self.tree.contains_key(log_key(seq))? {
+                self.tree.insert(&log_key(seq)[..], entry)?;
+                restored = true;
+            }
+        }
+        let key = payment_key(payment_id);
+        let wanted = outcome_count(record).ok_or_else(|| corrupt("record cannot be decoded"))?;
+        let held = match self.tree.get(&key)? {
+            Some(bytes) => outcome_count(&bytes),
+            None => None,
+        };
+        if held.is_none_or(|held| held < wanted) {
+            self.tree.insert(key, record)?;
+            restored = true;
+        }
+        Ok(restored)
     }
 
     /// Records the feature names of a feature-set version (idempotent); decisions of that
@@ -258,14 +308,14 @@ impl DecisionStore {
         decision: &Decision,
         record: impl FnOnce() -> Vec<u8>,
     ) -> Result<(), StoreError> {
-        let written = (seq..).zip(entries).try_for_each(|(seq, entry)| {
-            self.tree
-                .insert(&log_key(seq)[..], entry.encode())
-                .map(|_| ())
+        let encoded: Vec<Vec<u8>> = entries.iter().map(LogEntry::encode).collect();
+        let record = record();
+        let written = (seq..).zip(&encoded).try_for_each(|(seq, entry)| {
+            self.tree.insert(&log_key(seq)[..], &entry[..]).map(|_| ())
         });
         let written = written.and_then(|()| {
             self.tree
-                .insert(payment_key(ids(decision).0), record())
+                .insert(payment_key(ids(decision).0), &record[..])
                 .map(|_| ())
         });
         if let Err(e) = written {
@@ -274,6 +324,9 @@ impl DecisionStore {
                 let _ = self.tree.remove(&log_key(seq)[..]);
             }
             return Err(e.into());
+        }
+        if let Some(journal) = &self.journal {
+            journal.append(&encode_journal(seq, &encoded, ids(decision).0, &record));
         }
         Ok(())
     }
@@ -408,6 +461,63 @@ fn encode_record(decision: &Decision, feature_values: &[f64]) -> Vec<u8> {
     prost::encoding::message::encode(STORED_DECISION_FIELD, decision, &mut bytes);
     prost::encoding::double::encode_packed(STORED_VALUES_FIELD, feature_values, &mut bytes);
     bytes
+}
+
+/// `seq | entry count | (len, entry)... | payment id len, payment id | record`, lengths as
+/// u32 LE.
+fn encode_journal(seq: u64, entries: &[Vec<u8>], payment_id: &str, record: &[u8]) -> Vec<u8> {
+    let parts = entries.iter().map(|e| 4 + e.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(16 + parts + payment_id.len() + record.len());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for part in entries
+        .iter()
+        .map(|e| &e[..])
+        .chain([payment_id.as_bytes()])
+    {
+        out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(record);
+    out
+}
+
+/// A decoded journal entry: what `log_then_record` wrote.
+struct Journaled<'a> {
+    seq: u64,
+    entries: Vec<&'a [u8]>,
+    payment_id: &'a str,
+    record: &'a [u8],
+}
+
+fn decode_journal(bytes: &[u8]) -> Option<Journaled<'_>> {
+    let (seq, rest) = bytes.split_at_checked(8)?;
+    let (count, mut rest) = rest.split_at_checked(4)?;
+    let mut part = || {
+        let (len, tail) = rest.split_at_checked(4)?;
+        let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+        let (part, tail) = tail.split_at_checked(len)?;
+        rest = tail;
+        Some(part)
+    };
+    let count = u32::from_le_bytes(count.try_into().ok()?);
+    let entries = (0..count).map(|_| part()).collect::<Option<Vec<_>>>()?;
+    let payment_id = std::str::from_utf8(part()?).ok()?;
+    Some(Journaled {
+        seq: u64::from_le_bytes(seq.try_into().ok()?),
+        entries,
+        payment_id,
+        record: rest,
+    })
+}
+
+/// Outcomes only ever get added to a record, so their number orders its versions.
+fn outcome_count(record: &[u8]) -> Option<usize> {
+    let stored = StoredDecision::decode(record).ok()?;
+    match stored.decision {
+        Some(decision) => Some(decision.outcomes.len()),
+        None => Decision::decode(record).ok().map(|d| d.outcomes.len()),
+    }
 }
 
 fn seq_of(key: &[u8]) -> Option<u64> {

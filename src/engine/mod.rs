@@ -18,6 +18,7 @@ use crate::decision;
 use crate::features::{
     CacheStats, FeatureError, FeatureFileError, FeatureSet, FeatureStore, StoreOptions,
 };
+use crate::journal::{self, Journal, JournalError};
 use crate::model::{ModelArtifact, Scorer};
 use crate::payment::{OutcomeKind, Payment};
 use crate::proto::{self, Decision, ScoreRequest, ScoreResponse};
@@ -51,6 +52,8 @@ pub enum EngineError {
     UnknownAppeal(String),
     #[error("{0}")]
     AppealState(String),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
     #[error("model `{path}`: {source}")]
     Model {
         path: PathBuf,
@@ -108,6 +111,8 @@ pub struct Engine {
     next_seq: u64,
     /// Log entries since the feature store's last checkpoint.
     since_checkpoint: usize,
+    /// Whether the last write went only where the journal covers it (see `take_journaled`).
+    journaled: bool,
 }
 
 impl Engine {
@@ -137,6 +142,7 @@ impl Engine {
         };
         let features = FeatureStore::open(&db, set, options)?;
         let decisions = DecisionStore::open(&db)?;
+        restore_journal(&db, &decisions, &config.data_dir.join(journal::FILE_NAME))?;
         decisions.register_feature_set(&feature_set_version, features.set().names())?;
         let accounts = AccountStore::new(decisions.tree().clone());
         let statuses = accounts.load_statuses()?;
@@ -162,6 +168,7 @@ impl Engine {
             cache_seen: CacheStats::default(),
             next_seq,
             since_checkpoint: 0,
+            journaled: false,
         };
         let replayed = engine.recover()?;
         if replayed > 0 {
@@ -253,6 +260,22 @@ impl Engine {
 
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir
+    }
+
+    /// Starts the journal that makes Scores and outcomes durable without a sled flush (the
+    /// server's group committer syncs it). Flushes sled first, so everything written before,
+    /// such as the feature names that records refer to, is durable without it.
+    pub fn start_journal(&mut self) -> Result<Journal, EngineError> {
+        self.db.flush()?;
+        let journal = Journal::create(&self.config.data_dir.join(journal::FILE_NAME))?;
+        self.decisions.set_journal(journal.clone());
+        Ok(journal)
+    }
+
+    /// True when everything written since the last call is in the journal, so syncing it
+    /// is enough to make the writes durable; false when sled must be flushed.
+    pub fn take_journaled(&mut self) -> bool {
+        std::mem::take(&mut self.journaled)
     }
 
     pub fn telemetry(&self) -> Arc<Telemetry> {
@@ -460,6 +483,7 @@ impl Engine {
                 .decisions
                 .insert_payment(self.next_seq, &record, &self.values);
             self.logged(written.map_err(EngineError::from), 1)?;
+            self.journaled = self.decisions.journaled();
         } else {
             // Status changes are rare and must land with their decision: one sled batch.
             let mut batch = sled::Batch::default();
@@ -606,6 +630,7 @@ impl Engine {
                 .decisions
                 .update_after_log(self.next_seq, &entries, &decision);
             self.logged(written.map_err(EngineError::from), entries.len())?;
+            self.journaled = self.decisions.journaled();
         }
         Ok(proto::ReportOutcomeResponse {
             decision_id: decision.response.map(|r| r.decision_id).unwrap_or_default(),
@@ -752,6 +777,32 @@ fn outcome_kind(raw: i32) -> Result<OutcomeKind, EngineError> {
             format!("must be set to a known value (got {raw})"),
         )),
     }
+}
+
+/// Writes again what the journal holds and sled lost in a crash, makes it durable in sled
+/// and empties the journal, so no entry is restored twice.
+fn restore_journal(
+    db: &sled::Db,
+    decisions: &DecisionStore,
+    path: &Path,
+) -> Result<(), EngineError> {
+    let entries = journal::read(path)?;
+    let mut restored = 0usize;
+    for entry in &entries {
+        restored += usize::from(decisions.restore(entry)?);
+    }
+    if restored > 0 {
+        tracing::warn!(
+            restored,
+            journaled = entries.len(),
+            "restored decisions the database lost in a crash from the journal"
+        );
+    }
+    if !entries.is_empty() {
+        db.flush()?;
+        Journal::create(path)?;
+    }
+    Ok(())
 }
 
 pub fn open_db(path: &Path, cache_mib: u64) -> Result<sled::Db, EngineError> {
@@ -999,6 +1050,97 @@ pub(crate) mod tests {
             .iter()
             .find(|f| f.name == "payee.bad_reports_30d");
         assert_eq!(reports.unwrap().value, 1.0);
+    }
+
+    /// A Score and an outcome that the journal made durable, while sled lost its writes of
+    /// them (a crash before sled flushed), are written again on open.
+    #[test]
+    fn writes_sled_lost_after_the_journal_synced_them_are_restored_on_open() {
+        let report = proto::ReportOutcomeRequest {
+            payment_id: "pay-1".into(),
+            outcome: proto::OutcomeKind::Fraud as i32,
+            reported_at_ms: NOW + 1,
+        };
+        let mut second = valid_request();
+        second.payment_id = "pay-2".into();
+        let mut third = valid_request();
+        third.payment_id = "pay-3".into();
+        third.event_time_ms = NOW + 86_400_000;
+        let run = |engine: &mut Engine| {
+            engine.score(&valid_request(), NOW).unwrap();
+            let before_report = engine.decisions().tree().get(b"p/pay-1").unwrap().unwrap();
+            engine.score(&second, NOW).unwrap();
+            engine.report_outcome(&report, NOW + 2).unwrap();
+            before_report
+        };
+
+        let reference_dir = tempfile::tempdir().unwrap();
+        let mut reference = Engine::open(&test_config(reference_dir.path())).unwrap();
+        run(&mut reference);
+        reference.score(&third, third.event_time_ms).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(dir.path());
+        let expected = {
+            let mut engine = Engine::open(&config).unwrap();
+            let journal = engine.start_journal().unwrap();
+            let before_report = run(&mut engine);
+            assert!(engine.take_journaled());
+            journal.sync().unwrap();
+            let decisions = engine.decisions();
+            let expected = ["pay-1", "pay-2"].map(|id| decisions.by_payment(id).unwrap());
+            // What sled may lose: the second payment and the outcome, whole or in part.
+            let tree = decisions.tree();
+            tree.remove(b"p/pay-2").unwrap();
+            for seq in [1u64, 2] {
+                tree.remove([&b"s/"[..], &seq.to_be_bytes()].concat())
+                    .unwrap();
+            }
+            tree.insert(b"p/pay-1", before_report).unwrap();
+            engine.db().flush().unwrap();
+            expected
+        };
+        let mut engine = Engine::open(&config).unwrap();
+        let decisions = engine.decisions();
+        assert_eq!(
+            ["pay-1", "pay-2"].map(|id| decisions.by_payment(id).unwrap()),
+            expected
+        );
+        assert_eq!(decisions.last_seq().unwrap(), Some(2));
+        engine.score(&third, third.event_time_ms).unwrap();
+        let features = |e: &Engine| e.decisions().by_payment("pay-3").unwrap().unwrap().features;
+        assert_eq!(features(&engine), features(&reference));
+        assert!(
+            crate::journal::read(&dir.path().join(crate::journal::FILE_NAME))
+                .unwrap()
+                .is_empty(),
+            "restored once, then emptied"
+        );
+    }
+
+    #[test]
+    fn a_journal_corrupt_in_the_middle_stops_the_open_with_its_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(dir.path());
+        drop(Engine::open(&config).unwrap());
+        let path = dir.path().join(crate::journal::FILE_NAME);
+        let journal = crate::journal::Journal::create(&path).unwrap();
+        journal.append(b"first");
+        journal.append(b"second");
+        journal.sync().unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[9] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        let err = Engine::open(&config)
+            .err()
+            .expect("a corrupt journal must not be skipped");
+        assert!(
+            matches!(
+                err,
+                EngineError::Journal(crate::journal::JournalError::Corrupt { offset: 0, .. })
+            ),
+            "{err}"
+        );
     }
 
     #[test]
