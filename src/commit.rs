@@ -2,15 +2,16 @@
 //! decisions instead of one per decision.
 //!
 //! A writer applies its changes to sled, takes a ticket, and awaits it; a dedicated thread
-//! makes whatever has been written durable and releases every ticket that covered. Writes
-//! the journal holds (Scores, outcomes) need only the journal synced; any other ticket
-//! needs a sled flush, which also lets the journal be emptied.
+//! makes whatever has been written durable and answers every writer that covered. Writes
+//! the journal holds (Scores, outcomes) need only the journal synced; any other write
+//! needs a sled flush. Another thread flushes sled every second, off the answering path,
+//! and then deletes the journal files the flush covered.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::journal::Journal;
 
@@ -22,10 +23,9 @@ pub enum CommitError {
     Stopped,
 }
 
-/// The journal is emptied (after a sled flush) once it holds this much or is this old, so
-/// it stays small and a restart has little to restore.
-const JOURNAL_LIMIT: u64 = 32 << 20;
-const JOURNAL_AGE: Duration = Duration::from_secs(2);
+/// How often sled is flushed so journal files can go: the journal stays small and a
+/// restart has little to restore.
+const SLED_FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Called on the committer thread once the write is durable (or cannot be made so).
 type Done = Box<dyn FnOnce(Result<(), CommitError>) + Send>;
@@ -42,15 +42,17 @@ struct Queue {
 struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// Wakes the background flusher early, to stop.
+    stop_flusher: Condvar,
     /// The committer is between rounds, waiting for work: only then does it need waking.
     idle: AtomicBool,
 }
 
-/// Handle shared by writers; `stop` makes pending writes durable and joins the thread.
+/// Handle shared by writers; `stop` makes pending writes durable and joins the threads.
 #[derive(Clone)]
 pub struct GroupCommit {
     shared: Arc<Shared>,
-    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl GroupCommit {
@@ -65,15 +67,27 @@ impl GroupCommit {
         let shared = Arc::new(Shared {
             queue: Mutex::default(),
             wake: Condvar::new(),
+            stop_flusher: Condvar::new(),
             idle: AtomicBool::new(false),
         });
+        let mut threads = Vec::new();
+        if let Some(journal) = journal.clone() {
+            let (db, shared) = (db.clone(), Arc::clone(&shared));
+            threads.push(
+                std::thread::Builder::new()
+                    .name("fengkong-flush".into())
+                    .spawn(move || flush_loop(&db, &journal, &shared))?,
+            );
+        }
         let thread_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("fengkong-commit".into())
-            .spawn(move || commit_loop(&db, journal.as_ref(), &thread_shared, gather))?;
+        threads.push(
+            std::thread::Builder::new()
+                .name("fengkong-commit".into())
+                .spawn(move || commit_loop(&db, journal.as_ref(), &thread_shared, gather))?,
+        );
         Ok(GroupCommit {
             shared,
-            thread: Arc::new(Mutex::new(Some(thread))),
+            threads: Arc::new(Mutex::new(threads)),
         })
     }
 
@@ -100,11 +114,12 @@ impl GroupCommit {
 
     /// Makes what is pending durable and stops the thread. Safe to call more than once.
     pub fn stop(&self) {
-        let handle = lock(&self.thread).take();
-        if let Some(handle) = handle {
-            lock(&self.shared.queue).stopping = true;
-            self.shared.wake.notify_one();
-            let _ = handle.join();
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        lock(&self.shared.queue).stopping = true;
+        self.shared.wake.notify_one();
+        self.shared.stop_flusher.notify_one();
+        for thread in threads {
+            let _ = thread.join();
         }
     }
 }
@@ -113,7 +128,6 @@ fn commit_loop(db: &sled::Db, journal: Option<&Journal>, shared: &Shared, gather
     let mut durable = Durable {
         db,
         journal,
-        sled_flushed: Instant::now(),
         trusted: true,
     };
     loop {
@@ -146,6 +160,33 @@ fn commit_loop(db: &sled::Db, journal: Option<&Journal>, shared: &Shared, gather
     }
 }
 
+/// Every second: start a new journal file, flush sled, delete the files before the new one
+/// (all their writes were in sled before the flush began). A failure only postpones this.
+fn flush_loop(db: &sled::Db, journal: &Journal, shared: &Shared) {
+    loop {
+        let queue = lock(&shared.queue);
+        let (queue, _) = shared
+            .stop_flusher
+            .wait_timeout_while(queue, SLED_FLUSH_EVERY, |q| !q.stopping)
+            .unwrap_or_else(|p| p.into_inner());
+        if queue.stopping {
+            return;
+        }
+        drop(queue);
+        let retired = match journal.is_empty() {
+            true => Ok(journal.generation()),
+            false => journal.rotate(),
+        };
+        let flushed = retired.map_err(|e| e.to_string()).and_then(|generation| {
+            db.flush().map_err(|e| e.to_string())?;
+            journal.remove_before(generation).map_err(|e| e.to_string())
+        });
+        if let Err(e) = flushed {
+            tracing::warn!(error = %e, "background sled flush failed; the journal keeps its files");
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The protected data stays consistent across a panicking callback.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -154,35 +195,34 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Durable<'a> {
     db: &'a sled::Db,
     journal: Option<&'a Journal>,
-    sled_flushed: Instant,
-    /// False after a journal write failed, until the journal is emptied again: its tail may
-    /// hold a torn entry, so until then only sled flushes make anything durable.
+    /// False after a journal write failed, until a new file is started: the old one's tail
+    /// may hold a torn entry, and nothing may follow it.
     trusted: bool,
 }
 
 impl Durable<'_> {
-    /// Makes every write so far durable: syncs the journal, and flushes sled (then empties
-    /// the journal) when asked, when the journal cannot be trusted, or when it is due.
+    /// Makes every write so far durable: syncs the journal, and flushes sled when asked or
+    /// when the journal cannot be used.
     fn make(&mut self, mut flush_sled: bool) -> Result<(), String> {
         let Some(journal) = self.journal else {
             return self.db.flush().map(drop).map_err(|e| e.to_string());
         };
-        if let Err(e) = journal.sync() {
+        if !self.trusted {
+            match journal.rotate() {
+                Ok(_) => self.trusted = true,
+                Err(e) => tracing::warn!(error = %e, "cannot start a new journal file"),
+            }
+        }
+        if !self.trusted {
+            journal.discard();
+            flush_sled = true;
+        } else if let Err(e) = journal.sync() {
             tracing::warn!(error = %e, "journal write failed; flushing sled instead");
             self.trusted = false;
+            flush_sled = true;
         }
-        flush_sled |= !self.trusted
-            || journal.len() >= JOURNAL_LIMIT
-            || self.sled_flushed.elapsed() >= JOURNAL_AGE;
-        if !flush_sled {
-            return Ok(());
-        }
-        self.db.flush().map_err(|e| e.to_string())?;
-        self.sled_flushed = Instant::now();
-        // Every entry the journal holds is in sled now.
-        match journal.reset() {
-            Ok(()) => self.trusted = true,
-            Err(e) => tracing::warn!(error = %e, "cannot empty the journal; flushing sled"),
+        if flush_sled {
+            self.db.flush().map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -218,10 +258,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn journaled_writes_sync_the_journal_and_others_flush_sled_and_empty_it() {
+    async fn journaled_writes_sync_the_journal_and_a_background_flush_retires_it() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path().join("db")).unwrap();
-        let path = dir.path().join(crate::journal::FILE_NAME);
+        let path = dir.path().join("journal");
+        std::fs::create_dir(&path).unwrap();
         let journal = Journal::create(&path).unwrap();
         let gc = GroupCommit::start(db.clone(), Some(journal.clone()), Duration::ZERO).unwrap();
         db.insert("k", "v").unwrap();
@@ -230,8 +271,15 @@ mod tests {
         assert_eq!(crate::journal::read(&path).unwrap(), vec![b"k=v".to_vec()]);
         db.insert("k2", "v2").unwrap();
         durable(&gc, false).await.unwrap();
-        assert!(journal.is_empty());
-        assert!(crate::journal::read(&path).unwrap().is_empty());
+        // The background flush retires the file within a second or so.
+        let start = std::time::Instant::now();
+        while !crate::journal::read(&path).unwrap().is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "journal never retired"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         gc.stop();
     }
 }

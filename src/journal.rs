@@ -6,9 +6,10 @@
 //! was a quarter of the server's CPU. The journal is written by the group committer alone.
 //!
 //! The engine writes each decision to sled first and then appends the same bytes here, so
-//! once sled has been flushed everything in the journal is in sled too and the file can be
-//! emptied. On open, entries sled lost in a crash are written again (see
-//! `DecisionStore::restore`).
+//! once sled has been flushed everything appended before is in sled too. The journal is a
+//! series of files; a background flush retires the current file, flushes sled and deletes
+//! the retired ones, without holding up the syncs that answer callers. On open, entries
+//! sled lost in a crash are written again (see `DecisionStore::restore`).
 //!
 //! Each entry is framed as `len: u32 LE | crc32(payload): u32 LE | payload`. A crash can
 //! only tear the last entry, which was never acknowledged; a bad entry with more after it
@@ -40,8 +41,8 @@ pub enum JournalError {
     },
 }
 
-/// The file name inside the data folder.
-pub const FILE_NAME: &str = "decisions.journal";
+/// Files in the data folder are named this, then `.` and a zero-padded generation.
+const PREFIX: &str = "decisions.journal.";
 
 /// Appends from the engine thread go to memory; the committer writes and syncs them.
 #[derive(Clone)]
@@ -50,42 +51,33 @@ pub struct Journal {
 }
 
 struct Inner {
-    path: PathBuf,
+    dir: PathBuf,
     pending: Mutex<Vec<u8>>,
     file: Mutex<Written>,
 }
 
 struct Written {
     file: File,
+    path: PathBuf,
+    generation: u64,
     len: u64,
     spare: Vec<u8>,
 }
 
 impl Journal {
-    /// Creates an empty journal at `path`, replacing any old one (recover from it first).
-    pub fn create(path: &Path) -> Result<Journal, JournalError> {
-        let io = |source| JournalError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        // Append mode: after `reset` or a failed write cuts the file back, the next write
-        // lands at the new end rather than at a stale offset.
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io)?;
-        file.set_len(0).and_then(|()| file.sync_all()).map_err(io)?;
-        // The file's directory entry must be durable before anything relies on the file.
-        if let Some(dir) = path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        }
+    /// Starts an empty journal in `dir`, deleting any journal files there (restore from
+    /// them first).
+    pub fn create(dir: &Path) -> Result<Journal, JournalError> {
+        remove_files(dir, u64::MAX)?;
+        let (file, path) = new_file(dir, 1)?;
         Ok(Journal {
             inner: Arc::new(Inner {
-                path: path.to_owned(),
+                dir: dir.to_owned(),
                 pending: Mutex::new(Vec::new()),
                 file: Mutex::new(Written {
                     file,
+                    path,
+                    generation: 1,
                     len: 0,
                     spare: Vec::new(),
                 }),
@@ -105,7 +97,13 @@ impl Journal {
     /// last synced length, so a later sync never writes after a torn entry.
     pub fn sync(&self) -> Result<(), JournalError> {
         let mut written = lock(&self.inner.file);
-        let Written { file, len, spare } = &mut *written;
+        let Written {
+            file,
+            path,
+            len,
+            spare,
+            ..
+        } = &mut *written;
         std::mem::swap(&mut *lock(&self.inner.pending), spare);
         if spare.is_empty() {
             return Ok(());
@@ -120,24 +118,46 @@ impl Journal {
             Err(source) => {
                 spare.clear();
                 let _ = file.set_len(*len);
-                Err(self.io(source))
+                Err(JournalError::Io {
+                    path: path.clone(),
+                    source,
+                })
             }
         }
     }
 
-    /// Empties the journal; call only once sled holds every entry synced so far.
-    pub fn reset(&self) -> Result<(), JournalError> {
-        let mut written = lock(&self.inner.file);
-        written
-            .file
-            .set_len(0)
-            .and_then(|()| written.file.sync_data())
-            .map_err(|e| self.io(e))?;
-        written.len = 0;
-        Ok(())
+    /// Drops what was appended and not yet synced (the caller made it durable otherwise).
+    pub fn discard(&self) {
+        lock(&self.inner.pending).clear();
     }
 
-    /// Bytes synced since the last reset.
+    pub fn generation(&self) -> u64 {
+        lock(&self.inner.file).generation
+    }
+
+    /// Sends later syncs to a new file and returns its generation: once sled has been
+    /// flushed, every file before it can go (`remove_before`). Also the way past a file
+    /// whose tail a failed write may have torn.
+    pub fn rotate(&self) -> Result<u64, JournalError> {
+        let mut written = lock(&self.inner.file);
+        let generation = written.generation + 1;
+        let (file, path) = new_file(&self.inner.dir, generation)?;
+        *written = Written {
+            file,
+            path,
+            generation,
+            len: 0,
+            spare: std::mem::take(&mut written.spare),
+        };
+        Ok(generation)
+    }
+
+    /// Deletes the files before `generation`.
+    pub fn remove_before(&self, generation: u64) -> Result<(), JournalError> {
+        remove_files(&self.inner.dir, generation)
+    }
+
+    /// Bytes synced to the current file.
     pub fn len(&self) -> u64 {
         lock(&self.inner.file).len
     }
@@ -145,29 +165,80 @@ impl Journal {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    fn io(&self, source: std::io::Error) -> JournalError {
-        JournalError::Io {
-            path: self.inner.path.clone(),
-            source,
-        }
-    }
 }
 
-/// The entries of the journal at `path` in order (none if there is no file), without a
-/// torn last entry.
-pub fn read(path: &Path) -> Result<Vec<Vec<u8>>, JournalError> {
+fn new_file(dir: &Path, generation: u64) -> Result<(File, PathBuf), JournalError> {
+    let path = dir.join(format!("{PREFIX}{generation:020}"));
+    let io = |source| JournalError::Io {
+        path: path.clone(),
+        source,
+    };
+    // Append mode: after a failed write cuts the file back, the next write lands at the
+    // new end rather than at a stale offset.
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io)?;
+    file.set_len(0).and_then(|()| file.sync_all()).map_err(io)?;
+    // The file's directory entry must be durable before anything relies on the file.
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    Ok((file, path))
+}
+
+/// The journal files in `dir`, oldest first.
+fn files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+    let io = |source| JournalError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        let generation = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|g| g.parse::<u64>().ok());
+        if let Some(generation) = generation {
+            found.push((generation, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn remove_files(dir: &Path, before: u64) -> Result<(), JournalError> {
+    for (_, path) in files(dir)?.into_iter().filter(|(g, _)| *g < before) {
+        std::fs::remove_file(&path).map_err(|source| JournalError::Io { path, source })?;
+    }
+    Ok(())
+}
+
+/// The entries of the journal in `dir` in order (none if there is none), without the torn
+/// last entry a crash may leave in a file.
+pub fn read(dir: &Path) -> Result<Vec<Vec<u8>>, JournalError> {
+    let mut entries = Vec::new();
+    for (_, path) in files(dir)? {
+        read_file(&path, &mut entries)?;
+    }
+    Ok(entries)
+}
+
+/// Deletes every journal file in `dir`.
+pub fn remove_all(dir: &Path) -> Result<(), JournalError> {
+    remove_files(dir, u64::MAX)
+}
+
+fn read_file(path: &Path, entries: &mut Vec<Vec<u8>>) -> Result<(), JournalError> {
     let io = |source| JournalError::Io {
         path: path.to_owned(),
         source,
     };
     let mut bytes = Vec::new();
-    match File::open(path) {
-        Ok(mut f) => f.read_to_end(&mut bytes).map_err(io)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(e)),
-    };
-    let mut entries = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(io)?;
     let mut at = 0usize;
     while at < bytes.len() {
         let rest = &bytes[at..];
@@ -203,7 +274,7 @@ pub fn read(path: &Path) -> Result<Vec<Vec<u8>>, JournalError> {
             }
         }
     }
-    Ok(entries)
+    Ok(())
 }
 
 /// How many bytes follow a bad entry that starts `rest`. A torn write is the last thing in
@@ -225,61 +296,80 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    fn journal_with(entries: &[&[u8]]) -> (tempfile::TempDir, PathBuf, Journal) {
+    fn journal_with(entries: &[&[u8]]) -> (tempfile::TempDir, Journal) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
-        let journal = Journal::create(&path).unwrap();
+        let journal = Journal::create(dir.path()).unwrap();
         for e in entries {
             journal.append(e);
         }
         journal.sync().unwrap();
-        (dir, path, journal)
+        (dir, journal)
+    }
+
+    fn only_file(dir: &Path) -> PathBuf {
+        let files = files(dir).unwrap();
+        assert_eq!(files.len(), 1);
+        files[0].1.clone()
     }
 
     #[test]
-    fn synced_entries_read_back_in_order() {
-        let (_dir, path, journal) = journal_with(&[b"one", b"", b"three"]);
+    fn synced_entries_read_back_in_order_across_files() {
+        let (dir, journal) = journal_with(&[b"one", b"", b"three"]);
+        let read_back = || read(dir.path()).unwrap();
         assert_eq!(
-            read(&path).unwrap(),
+            read_back(),
             vec![b"one".to_vec(), vec![], b"three".to_vec()]
         );
         assert_eq!(journal.len(), 3 * HEADER as u64 + 8);
         journal.append(b"four");
-        assert_eq!(read(&path).unwrap().len(), 3, "not durable before sync");
-        journal.reset().unwrap();
-        assert!(read(&path).unwrap().is_empty());
+        assert_eq!(read_back().len(), 3, "not durable before sync");
+        let generation = journal.rotate().unwrap();
+        assert!(journal.is_empty());
         journal.sync().unwrap();
-        assert_eq!(read(&path).unwrap(), vec![b"four".to_vec()]);
+        assert_eq!(read_back().len(), 4, "the old file still counts");
+        journal.remove_before(generation).unwrap();
+        assert_eq!(read_back(), vec![b"four".to_vec()]);
+        let restarted = Journal::create(dir.path()).unwrap();
+        assert!(read_back().is_empty(), "a new journal starts empty");
+        drop(restarted);
+        remove_all(dir.path()).unwrap();
+        assert!(files(dir.path()).unwrap().is_empty());
     }
 
     #[test]
-    fn a_missing_journal_is_empty() {
+    fn no_journal_files_read_as_empty() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(read(&dir.path().join(FILE_NAME)).unwrap().is_empty());
+        assert!(read(dir.path()).unwrap().is_empty());
     }
 
     #[test]
     fn a_torn_last_entry_is_dropped() {
-        let (_dir, path, _journal) = journal_with(&[b"kept", b"torn entry"]);
+        let (dir, _journal) = journal_with(&[b"kept", b"torn entry"]);
+        let path = only_file(dir.path());
         let full = std::fs::read(&path).unwrap();
         for cut in [full.len() - 1, full.len() - 5, HEADER + 4 + 3] {
             std::fs::write(&path, &full[..cut]).unwrap();
-            assert_eq!(read(&path).unwrap(), vec![b"kept".to_vec()], "cut at {cut}");
+            assert_eq!(
+                read(dir.path()).unwrap(),
+                vec![b"kept".to_vec()],
+                "cut at {cut}"
+            );
         }
         // A torn write that left garbage in the payload, nothing after it.
         let mut garbled = full.clone();
         *garbled.last_mut().unwrap() ^= 0xff;
         std::fs::write(&path, &garbled).unwrap();
-        assert_eq!(read(&path).unwrap(), vec![b"kept".to_vec()]);
+        assert_eq!(read(dir.path()).unwrap(), vec![b"kept".to_vec()]);
     }
 
     #[test]
     fn a_bad_entry_in_the_middle_is_an_error() {
-        let (_dir, path, _journal) = journal_with(&[b"first", b"second", b"third"]);
+        let (dir, _journal) = journal_with(&[b"first", b"second", b"third"]);
+        let path = only_file(dir.path());
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[HEADER + 5 + HEADER] ^= 0xff; // first byte of "second"
         std::fs::write(&path, &bytes).unwrap();
-        let err = read(&path).unwrap_err();
+        let err = read(dir.path()).unwrap_err();
         assert!(
             matches!(
                 err,

@@ -10,7 +10,8 @@
 //! (JSON), once per version: a decision stores only its feature values, which keeps the
 //! record (and its write, the largest step of a Score) a fraction of the size. The feature
 //! store checkpoints its state now and then; the log lets it replay what came after its
-//! last checkpoint.
+//! last checkpoint. In the server, the log entries and records of Scores and outcomes are
+//! also appended to the journal (`crate::journal`), which is what makes them durable.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

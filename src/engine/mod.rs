@@ -142,7 +142,7 @@ impl Engine {
         };
         let features = FeatureStore::open(&db, set, options)?;
         let decisions = DecisionStore::open(&db)?;
-        restore_journal(&db, &decisions, &config.data_dir.join(journal::FILE_NAME))?;
+        restore_journal(&db, &decisions, &config.data_dir)?;
         decisions.register_feature_set(&feature_set_version, features.set().names())?;
         let accounts = AccountStore::new(decisions.tree().clone());
         let statuses = accounts.load_statuses()?;
@@ -267,7 +267,7 @@ impl Engine {
     /// such as the feature names that records refer to, is durable without it.
     pub fn start_journal(&mut self) -> Result<Journal, EngineError> {
         self.db.flush()?;
-        let journal = Journal::create(&self.config.data_dir.join(journal::FILE_NAME))?;
+        let journal = Journal::create(&self.config.data_dir)?;
         self.decisions.set_journal(journal.clone());
         Ok(journal)
     }
@@ -779,14 +779,14 @@ fn outcome_kind(raw: i32) -> Result<OutcomeKind, EngineError> {
     }
 }
 
-/// Writes again what the journal holds and sled lost in a crash, makes it durable in sled
-/// and empties the journal, so no entry is restored twice.
+/// Writes again what the journal in `dir` holds and sled lost in a crash, makes it durable
+/// in sled and deletes the journal, so no entry is restored twice.
 fn restore_journal(
     db: &sled::Db,
     decisions: &DecisionStore,
-    path: &Path,
+    dir: &Path,
 ) -> Result<(), EngineError> {
-    let entries = journal::read(path)?;
+    let entries = journal::read(dir)?;
     let mut restored = 0usize;
     for entry in &entries {
         restored += usize::from(decisions.restore(entry)?);
@@ -800,7 +800,7 @@ fn restore_journal(
     }
     if !entries.is_empty() {
         db.flush()?;
-        Journal::create(path)?;
+        journal::remove_all(dir)?;
     }
     Ok(())
 }
@@ -1111,10 +1111,8 @@ pub(crate) mod tests {
         let features = |e: &Engine| e.decisions().by_payment("pay-3").unwrap().unwrap().features;
         assert_eq!(features(&engine), features(&reference));
         assert!(
-            crate::journal::read(&dir.path().join(crate::journal::FILE_NAME))
-                .unwrap()
-                .is_empty(),
-            "restored once, then emptied"
+            crate::journal::read(dir.path()).unwrap().is_empty(),
+            "restored once, then deleted"
         );
     }
 
@@ -1123,11 +1121,11 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = test_config(dir.path());
         drop(Engine::open(&config).unwrap());
-        let path = dir.path().join(crate::journal::FILE_NAME);
-        let journal = crate::journal::Journal::create(&path).unwrap();
+        let journal = crate::journal::Journal::create(dir.path()).unwrap();
         journal.append(b"first");
         journal.append(b"second");
         journal.sync().unwrap();
+        let path = dir.path().join("decisions.journal.00000000000000000001");
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[9] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
