@@ -1,8 +1,8 @@
 //! Group commit: many writers wait on one sync, so durability costs one fsync per batch of
 //! decisions instead of one per decision.
 //!
-//! A writer applies its changes to sled, takes a ticket, and awaits it; a dedicated thread
-//! makes whatever has been written durable and answers every writer that covered. Writes
+//! A writer applies its changes to sled and leaves a callback; a dedicated thread makes
+//! whatever has been written durable and then calls every callback that covered. Writes
 //! the journal holds (Scores, outcomes) need only the journal synced; any other write
 //! needs a sled flush. Another thread flushes sled every second, off the answering path,
 //! and then deletes the journal files the flush covered.
@@ -112,7 +112,7 @@ impl GroupCommit {
         }
     }
 
-    /// Makes what is pending durable and stops the thread. Safe to call more than once.
+    /// Makes what is pending durable and stops the threads. Safe to call more than once.
     pub fn stop(&self) {
         let threads = std::mem::take(&mut *lock(&self.threads));
         lock(&self.shared.queue).stopping = true;

@@ -18,6 +18,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 const HEADER: usize = 8;
@@ -52,6 +53,7 @@ pub struct Journal {
 
 struct Inner {
     dir: PathBuf,
+    next_generation: AtomicU64,
     pending: Mutex<Vec<u8>>,
     file: Mutex<Written>,
 }
@@ -73,6 +75,7 @@ impl Journal {
         Ok(Journal {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
+                next_generation: AtomicU64::new(2),
                 pending: Mutex::new(Vec::new()),
                 file: Mutex::new(Written {
                     file,
@@ -139,9 +142,17 @@ impl Journal {
     /// flushed, every file before it can go (`remove_before`). Also the way past a file
     /// whose tail a failed write may have torn.
     pub fn rotate(&self) -> Result<u64, JournalError> {
-        let mut written = lock(&self.inner.file);
-        let generation = written.generation + 1;
+        // The new file is made (two fsyncs) before taking the lock the syncs need.
+        let generation = self.inner.next_generation.fetch_add(1, Ordering::SeqCst);
         let (file, path) = new_file(&self.inner.dir, generation)?;
+        let mut written = lock(&self.inner.file);
+        if generation < written.generation {
+            // A concurrent rotation got further; entries must stay in generation order.
+            let current = written.generation;
+            drop(written);
+            let _ = std::fs::remove_file(&path);
+            return Ok(current);
+        }
         *written = Written {
             file,
             path,

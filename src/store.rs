@@ -39,8 +39,11 @@ pub struct DecisionStore {
     journal: Option<Journal>,
 }
 
-fn payment_key(payment_id: &str) -> Vec<u8> {
-    [b"p/", payment_id.as_bytes()].concat()
+/// Decision records are under this prefix, then the payment id.
+pub(crate) const PAYMENT_PREFIX: &[u8] = b"p/";
+
+pub(crate) fn payment_key(payment_id: &str) -> Vec<u8> {
+    [PAYMENT_PREFIX, payment_id.as_bytes()].concat()
 }
 
 /// Field numbers of `StoredDecision` (proto/fengkong/v1/storage.proto).

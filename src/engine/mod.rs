@@ -15,6 +15,7 @@ use std::time::Instant;
 use crate::accounts::{AccountStore, Statuses};
 use crate::config::{Config, Limits};
 use crate::decision;
+use crate::features::presence::{key_hash, Presence};
 use crate::features::{
     CacheStats, FeatureError, FeatureFileError, FeatureSet, FeatureStore, StoreOptions,
 };
@@ -24,7 +25,7 @@ use crate::payment::{OutcomeKind, Payment};
 use crate::proto::{self, Decision, ScoreRequest, ScoreResponse};
 use crate::request::{payment_from_request, InvalidField};
 use crate::rules::{Hit, Mode, RuleErrors, RuleSet, Schema};
-use crate::store::{DecisionStore, LogEntry, StoreError};
+use crate::store::{payment_key, DecisionStore, LogEntry, StoreError, PAYMENT_PREFIX};
 use crate::telemetry::{RuleLabels, Telemetry};
 use crate::vars;
 
@@ -113,6 +114,10 @@ pub struct Engine {
     since_checkpoint: usize,
     /// Whether the last write went only where the journal covers it (see `take_journaled`).
     journaled: bool,
+    /// Payment ids that may have a record, so scoring a new payment skips the sled read of
+    /// the idempotency check (~10% of a Score), for ~1.5-3 bytes of memory per stored
+    /// payment. Only this thread writes records.
+    payments: Presence,
 }
 
 impl Engine {
@@ -147,6 +152,7 @@ impl Engine {
         let accounts = AccountStore::new(decisions.tree().clone());
         let statuses = accounts.load_statuses()?;
         let next_seq = decisions.last_seq()?.map_or(0, |s| s + 1);
+        let payments = Presence::open(decisions.tree(), PAYMENT_PREFIX);
         let mut engine = Engine {
             decisions,
             accounts,
@@ -169,6 +175,7 @@ impl Engine {
             next_seq,
             since_checkpoint: 0,
             journaled: false,
+            payments,
         };
         let replayed = engine.recover()?;
         if replayed > 0 {
@@ -374,7 +381,13 @@ impl Engine {
     pub fn score(&mut self, req: &ScoreRequest, now_ms: i64) -> Result<Scored, EngineError> {
         // A retry is answered from the record even if rules changed since: the gateway
         // must see the same decision for the same payment, and windows count it once.
-        if let Some(stored) = self.decisions.by_payment(&req.payment_id)? {
+        self.payments.poll();
+        let key = key_hash(&payment_key(&req.payment_id));
+        let stored = match self.payments.may_contain(key) {
+            true => self.decisions.by_payment(&req.payment_id)?,
+            false => None,
+        };
+        if let Some(stored) = stored {
             return match (stored.request.as_ref(), stored.response) {
                 (Some(stored_req), Some(response)) if stored_req == req => Ok(Scored {
                     response,
@@ -478,6 +491,7 @@ impl Engine {
             account_changes,
             suppressed_reasons,
         };
+        self.payments.insert(key);
         if record.account_changes.is_empty() {
             let written = self
                 .decisions
@@ -596,6 +610,7 @@ impl Engine {
                 // last one have failed, states it marked clean were never written: rebuild
                 // them from the log rather than let the cache drop them.
                 let marker = (self.next_seq - 1).to_be_bytes();
+                self.payments.maintain(self.decisions.tree());
                 if let Err(e) = self.features.start_checkpoint(&marker) {
                     return Err(self.rebuild_after(e.into()));
                 }
@@ -1139,6 +1154,39 @@ pub(crate) mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn retries_are_recognized_once_the_payment_filter_has_scanned_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(dir.path());
+        let request = |i: usize| ScoreRequest {
+            payment_id: format!("pay-{i}"),
+            ..valid_request()
+        };
+        let first: Vec<_> = {
+            let mut engine = Engine::open(&config).unwrap();
+            (0..30)
+                .map(|i| engine.score(&request(i), NOW).unwrap().response)
+                .collect()
+        };
+        let mut engine = Engine::open(&config).unwrap();
+        let tree = engine.decisions().tree().clone();
+        engine.payments.wait(&tree);
+        for (i, response) in first.iter().enumerate() {
+            let again = engine.score(&request(i), NOW).unwrap();
+            assert!(again.replayed, "pay-{i} scored twice");
+            assert_eq!(&again.response, response);
+        }
+        let mut changed = request(3);
+        changed.amount_fen += 1;
+        assert!(matches!(
+            engine.score(&changed, NOW),
+            Err(EngineError::Conflict(_))
+        ));
+        let fresh = engine.score(&request(30), NOW).unwrap();
+        assert!(!fresh.replayed);
+        assert!(engine.score(&request(30), NOW).unwrap().replayed);
     }
 
     #[test]

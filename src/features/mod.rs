@@ -96,7 +96,7 @@
 //! entities are touched once per checkpoint (new payer→payee pairs above all), so sled's
 //! inserts, on the checkpoint thread, dominate (see `benches/README.md`).
 
-mod presence;
+pub(crate) mod presence;
 pub mod spec;
 mod state;
 mod store;

@@ -1,5 +1,6 @@
-//! Which entity keys may be stored in sled, so a cache miss on a brand-new entity (most
-//! misses: new payer→payee pairs, new devices) costs no sled lookup.
+//! Which keys may be stored in a sled tree, so looking up a brand-new key costs no sled
+//! read: a cache miss on a new entity (most misses: new payer→payee pairs, new devices), or
+//! the engine's idempotency check of a new payment id.
 //!
 //! Blocked Bloom filters over a 64-bit hash of the key: never a false negative, ~1% false
 //! positives (which only cost the sled read they would have cost anyway). The set is the keys
@@ -111,17 +112,19 @@ struct Scan {
     written: Growing,
 }
 
-/// The set of keys that may be in the tree.
+/// The set of keys under a prefix that may be in the tree.
 pub(crate) struct Presence {
+    prefix: Vec<u8>,
     /// The last finished scan and the keys written since it started.
     done: Option<(Bloom, Growing)>,
     running: Option<Scan>,
 }
 
 impl Presence {
-    /// Starts the first scan of `tree` in the background.
-    pub fn open(tree: &sled::Tree) -> Presence {
+    /// Starts the first scan of `tree`'s keys under `prefix` in the background.
+    pub fn open(tree: &sled::Tree, prefix: &[u8]) -> Presence {
         let mut p = Presence {
+            prefix: prefix.to_vec(),
             done: None,
             running: None,
         };
@@ -131,13 +134,14 @@ impl Presence {
 
     fn start_scan(&mut self, tree: &sled::Tree) {
         let tree = tree.clone();
+        let prefix = self.prefix.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let spawned = std::thread::Builder::new()
             .name("fengkong-keyscan".into())
             .spawn(move || {
                 let mut hashes = Vec::new();
-                for k in tree.iter().keys() {
+                for k in tree.scan_prefix(prefix).keys() {
                     if stopped.load(Ordering::Relaxed) {
                         break;
                     }
@@ -270,7 +274,8 @@ mod tests {
         for i in 0..1000 {
             tree.insert(format!("k{i}"), &b"v"[..]).unwrap();
         }
-        let mut p = Presence::open(&tree);
+        tree.insert("other", &b"v"[..]).unwrap();
+        let mut p = Presence::open(&tree, b"k");
         assert!(
             p.may_contain(key_hash(b"nowhere")),
             "in doubt before the scan"
@@ -285,5 +290,6 @@ mod tests {
             .filter(|i| p.may_contain(key_hash(format!("a{i}").as_bytes())))
             .count();
         assert!(absent < 50, "{absent}");
+        assert!(!p.may_contain(key_hash(b"other")), "outside the prefix");
     }
 }

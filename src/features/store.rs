@@ -328,7 +328,7 @@ impl FeatureStore {
     ) -> Result<FeatureStore, FeatureError> {
         let tree = db.open_tree(options.tree_name.as_bytes())?;
         let watermark = load_watermark(&tree)?;
-        let presence = Presence::open(&tree);
+        let presence = Presence::open(&tree, b"");
         let meta = set
             .entities
             .iter()
