@@ -64,11 +64,10 @@ pub struct ServeOptions {
 /// thread and flushes sled.
 pub async fn run(
     listeners: Listeners,
-    engine: Engine,
+    mut engine: Engine,
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let mut engine = engine;
     let journal = engine.start_journal()?;
     let commit = GroupCommit::start(engine.db().clone(), Some(journal), options.commit_gather)?;
     let decisions = engine.decisions();
