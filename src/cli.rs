@@ -37,7 +37,7 @@ pub enum Command {
     /// Check or test rule files without a server.
     #[command(subcommand)]
     Rules(RulesCommand),
-    /// Manage API keys (stored hashed in <data-dir>/keys.json; works while the server runs).
+    /// Manage API keys (stored hashed in `<data-dir>/keys.json`; works while the server runs).
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Generate labeled QR-payment traffic with injected fraud, as CSV.
