@@ -121,10 +121,7 @@ impl Journal {
             Err(source) => {
                 spare.clear();
                 let _ = file.set_len(*len);
-                Err(JournalError::Io {
-                    path: path.clone(),
-                    source,
-                })
+                Err(io_error(path)(source))
             }
         }
     }
@@ -180,10 +177,7 @@ impl Journal {
 
 fn new_file(dir: &Path, generation: u64) -> Result<(File, PathBuf), JournalError> {
     let path = dir.join(format!("{PREFIX}{generation:020}"));
-    let io = |source| JournalError::Io {
-        path: path.clone(),
-        source,
-    };
+    let io = io_error(&path);
     // Append mode: after a failed write cuts the file back, the next write lands at the
     // new end rather than at a stale offset.
     let file = OpenOptions::new()
@@ -199,10 +193,7 @@ fn new_file(dir: &Path, generation: u64) -> Result<(File, PathBuf), JournalError
 
 /// The journal files in `dir`, oldest first.
 fn files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
-    let io = |source| JournalError::Io {
-        path: dir.to_owned(),
-        source,
-    };
+    let io = io_error(dir);
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
@@ -221,7 +212,7 @@ fn files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
 
 fn remove_files(dir: &Path, before: u64) -> Result<(), JournalError> {
     for (_, path) in files(dir)?.into_iter().filter(|(g, _)| *g < before) {
-        std::fs::remove_file(&path).map_err(|source| JournalError::Io { path, source })?;
+        std::fs::remove_file(&path).map_err(io_error(&path))?;
     }
     Ok(())
 }
@@ -242,10 +233,7 @@ pub fn remove_all(dir: &Path) -> Result<(), JournalError> {
 }
 
 fn read_file(path: &Path, entries: &mut Vec<Vec<u8>>) -> Result<(), JournalError> {
-    let io = |source| JournalError::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io = io_error(path);
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -296,6 +284,13 @@ fn tail_after_bad_entry(rest: &[u8]) -> u64 {
     }
     let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
     rest.len().saturating_sub(HEADER.saturating_add(len)) as u64
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> JournalError + Copy + '_ {
+    move |source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -376,8 +376,9 @@ impl Engine {
         })
     }
 
-    /// Scores one payment and records the decision with the feature update in one atomic
-    /// write (applied to sled, not yet flushed: the caller makes it durable before answering).
+    /// Scores one payment and records the decision after its log entry (applied to sled and
+    /// appended to the journal if there is one, not yet durable: the caller makes it durable
+    /// before answering).
     pub fn score(&mut self, req: &ScoreRequest, now_ms: i64) -> Result<Scored, EngineError> {
         // A retry is answered from the record even if rules changed since: the gateway
         // must see the same decision for the same payment, and windows count it once.
