@@ -70,7 +70,7 @@ impl Journal {
     /// Starts an empty journal in `dir`, deleting any journal files there (restore from
     /// them first).
     pub fn create(dir: &Path) -> Result<Journal, JournalError> {
-        remove_files(dir, u64::MAX)?;
+        remove_all(dir)?;
         let (file, path) = new_file(dir, 1)?;
         Ok(Journal {
             inner: Arc::new(Inner {
