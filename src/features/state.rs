@@ -1,7 +1,16 @@
-//! Per-entity state: bucketed series, exact/approximate distinct sets, and their binary encoding.
+//! Per-entity state: all series of one entity in one flat buffer (bucketed counters,
+//! exact/approximate distinct sets, seen values, outcome reports), and its binary encoding.
+//!
+//! One buffer, because a payment touches six entities and the store is far larger than the
+//! CPU cache: with a separate allocation per series, each series was a cache miss of its own
+//! on a chain of pointers; one buffer is a few neighbouring lines the CPU fetches together.
 //!
 //! Every series is kept sorted so that the encoding is canonical: equal histories give equal
 //! bytes, whatever the cache did in between.
+
+use std::ops::Range;
+
+use bytemuck::{Pod, Zeroable};
 
 use super::spec::SeriesKind;
 use super::FeatureError;
@@ -13,7 +22,12 @@ const HLL_M: usize = 1 << HLL_P;
 /// 2 added `covers`; version 1 states (covers 0) are still read.
 const VERSION: u8 = 2;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Set in a series' end offset when the series is a distinct set kept as a sketch.
+const SKETCH: u64 = 1 << 63;
+
+/// One time bucket of a counter series.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
 pub(crate) struct Bucket {
     pub idx: i64,
     pub count: u64,
@@ -21,262 +35,348 @@ pub(crate) struct Bucket {
     pub max: i64,
 }
 
-/// One (register, bucket, rank) entry of a sliding HyperLogLog; per register, entries are
-/// sorted by bucket and ranks strictly decrease, so only entries that can still be a
-/// register's maximum in some future window are kept (Chabchoub & Hebrail's LFPM list).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct HllEntry {
-    pub reg: u16,
-    pub rank: u8,
+/// A value's hash and the last bucket it was seen in (exact distinct sets, seen values).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+pub(crate) struct Mark {
+    pub hash: u64,
     pub idx: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum DistinctSet {
-    /// (value hash, last bucket seen), sorted by hash.
-    Exact(Vec<(u64, i64)>),
-    /// Sorted by (reg, idx).
-    Sketch(Vec<HllEntry>),
+/// One (register, bucket, rank) entry of a sliding HyperLogLog; per register, entries are
+/// sorted by bucket and ranks strictly decrease, so only entries that can still be a
+/// register's maximum in some future window are kept (Chabchoub & Hebrail's LFPM list).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+pub(crate) struct HllEntry {
+    pub idx: i64,
+    pub reg: u16,
+    pub rank: u8,
+    pad: [u8; 5],
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum SeriesState {
-    /// Sorted by idx.
-    Counter(Vec<Bucket>),
-    Distinct(DistinctSet),
-    /// (value hash, last bucket seen), sorted by hash; capped by evicting the oldest.
-    Seen(Vec<(u64, i64)>),
-    /// (report bucket, count), sorted.
-    Reports(Vec<(i64, u64)>),
-    /// (payment bucket, report bucket, count), sorted.
-    Labels(Vec<(i64, i64, u64)>),
-}
-
-impl SeriesState {
-    pub fn new(kind: &SeriesKind) -> SeriesState {
-        match kind {
-            SeriesKind::Counter => SeriesState::Counter(Vec::new()),
-            SeriesKind::Distinct(_) => SeriesState::Distinct(DistinctSet::Exact(Vec::new())),
-            SeriesKind::Seen(_) => SeriesState::Seen(Vec::new()),
-            SeriesKind::Reports(_) => SeriesState::Reports(Vec::new()),
-            SeriesKind::Labels(_) => SeriesState::Labels(Vec::new()),
-        }
-    }
-
-    fn tag(&self) -> u8 {
-        match self {
-            SeriesState::Counter(_) => 1,
-            SeriesState::Distinct(DistinctSet::Exact(_)) => 2,
-            SeriesState::Distinct(DistinctSet::Sketch(_)) => 3,
-            SeriesState::Seen(_) => 4,
-            SeriesState::Reports(_) => 5,
-            SeriesState::Labels(_) => 6,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        match self {
-            SeriesState::Counter(v) => v.is_empty(),
-            SeriesState::Distinct(DistinctSet::Exact(v)) | SeriesState::Seen(v) => v.is_empty(),
-            SeriesState::Distinct(DistinctSet::Sketch(v)) => v.is_empty(),
-            SeriesState::Reports(v) => v.is_empty(),
-            SeriesState::Labels(v) => v.is_empty(),
-        }
-    }
-
-    /// Drops everything in buckets below `floor`; no reader can look there any more.
-    pub fn compact(&mut self, floor: i64) {
-        match self {
-            SeriesState::Counter(v) => drop_below(v, |b| b.idx, floor),
-            SeriesState::Distinct(DistinctSet::Exact(v)) | SeriesState::Seen(v) => {
-                v.retain(|e| e.1 >= floor)
-            }
-            SeriesState::Distinct(DistinctSet::Sketch(v)) => {
-                v.retain(|e| e.idx >= floor);
-                if v.is_empty() {
-                    *self = SeriesState::Distinct(DistinctSet::Exact(Vec::new()));
-                }
-            }
-            SeriesState::Reports(v) => drop_below(v, |e| e.0, floor),
-            SeriesState::Labels(v) => v.retain(|e| e.0 >= floor),
+impl HllEntry {
+    fn new(reg: u16, rank: u8, idx: i64) -> HllEntry {
+        HllEntry {
+            idx,
+            reg,
+            rank,
+            pad: [0; 5],
         }
     }
 }
 
-fn drop_below<T>(v: &mut Vec<T>, key: impl Fn(&T) -> i64, floor: i64) {
-    let cut = v.partition_point(|e| key(e) < floor);
-    if cut > 0 {
-        v.drain(..cut);
-    }
+/// Outcome reports received in one bucket.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+pub(crate) struct Report {
+    pub idx: i64,
+    pub count: u64,
 }
 
-pub(crate) fn counter_add(v: &mut Vec<Bucket>, idx: i64, amount: i64) {
-    match v.binary_search_by_key(&idx, |b| b.idx) {
-        Ok(i) => {
-            let b = &mut v[i];
-            b.count += 1;
-            b.sum = b.sum.saturating_add(amount);
-            b.max = b.max.max(amount);
-        }
-        Err(i) => v.insert(
-            i,
-            Bucket {
-                idx,
-                count: 1,
-                sum: amount,
-                max: amount,
-            },
-        ),
-    }
+/// Bad outcomes of payments made in bucket `paid`, reported in bucket `reported`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+pub(crate) struct Label {
+    pub paid: i64,
+    pub reported: i64,
+    pub count: u64,
 }
 
-/// (count, sum, max) over buckets lo..=hi.
-pub(crate) fn counter_read(v: &[Bucket], lo: i64, hi: i64) -> (u64, i64, i64) {
-    let start = v.partition_point(|b| b.idx < lo);
-    let (mut c, mut s, mut m) = (0u64, 0i64, i64::MIN);
-    for b in v[start..].iter().take_while(|b| b.idx <= hi) {
-        c += b.count;
-        s = s.saturating_add(b.sum);
-        m = m.max(b.max);
-    }
-    (c, s, if c == 0 { 0 } else { m })
-}
-
-/// Records value `h` as seen in bucket `idx` (keeps the latest bucket per value).
-pub(crate) fn seen_insert(v: &mut Vec<(u64, i64)>, h: u64, idx: i64) {
-    match v.binary_search_by_key(&h, |e| e.0) {
-        Ok(i) => v[i].1 = v[i].1.max(idx),
-        Err(i) => v.insert(i, (h, idx)),
-    }
-}
-
-pub(crate) fn seen_lookup(v: &[(u64, i64)], h: u64) -> Option<i64> {
-    v.binary_search_by_key(&h, |e| e.0).ok().map(|i| v[i].1)
-}
-
-/// Keeps at most `cap` values, evicting the least recently seen (ties: smallest hash).
-pub(crate) fn seen_cap(v: &mut Vec<(u64, i64)>, cap: usize) {
-    if v.len() <= cap {
-        return;
-    }
-    let mut idxs: Vec<(i64, u64)> = v.iter().map(|e| (e.1, e.0)).collect();
-    idxs.sort_unstable();
-    let cutoff = idxs[v.len() - cap - 1];
-    v.retain(|e| (e.1, e.0) > cutoff);
-}
-
-impl DistinctSet {
-    pub fn insert(&mut self, h: u64, idx: i64, exact_limit: usize) {
-        match self {
-            DistinctSet::Exact(v) => {
-                seen_insert(v, h, idx);
-                if v.len() > exact_limit {
-                    let mut sketch = Vec::new();
-                    for &(h, idx) in v.iter() {
-                        hll_insert(&mut sketch, h, idx);
-                    }
-                    *self = DistinctSet::Sketch(sketch);
-                }
-            }
-            DistinctSet::Sketch(v) => hll_insert(v, h, idx),
-        }
-    }
-
-    /// Distinct values last seen at bucket >= lo.
-    pub fn count(&self, lo: i64) -> f64 {
-        match self {
-            DistinctSet::Exact(v) => v.iter().filter(|e| e.1 >= lo).count() as f64,
-            DistinctSet::Sketch(v) => hll_estimate(v, lo),
-        }
-    }
-}
-
-fn hll_split(h: u64) -> (u16, u8) {
-    let reg = (h >> (64 - HLL_P)) as u16;
-    let rest = (h << HLL_P) | (1u64 << (HLL_P - 1));
-    (reg, rest.leading_zeros() as u8 + 1)
-}
-
-pub(crate) fn hll_insert(v: &mut Vec<HllEntry>, h: u64, idx: i64) {
-    let (reg, rank) = hll_split(h);
-    let start = v.partition_point(|e| e.reg < reg);
-    let end = start + v[start..].partition_point(|e| e.reg == reg);
-    // Dominated: some entry is at least as recent and at least as high.
-    if v[start..end].iter().any(|e| e.idx >= idx && e.rank >= rank) {
-        return;
-    }
-    let mut i = start;
-    let mut end = end;
-    while i < end {
-        let e = v[i];
-        if e.idx <= idx && e.rank <= rank {
-            v.remove(i);
-            end -= 1;
-        } else {
-            i += 1;
-        }
-    }
-    let pos = start + v[start..end].partition_point(|e| e.idx < idx);
-    v.insert(pos, HllEntry { reg, rank, idx });
-}
-
-/// 2^-r, so the estimate is a table lookup per register.
-const INV_POW2: [f64; 64] = {
-    let mut t = [0.0; 64];
-    let mut i = 0;
-    let mut v = 1.0;
-    while i < 64 {
-        t[i] = v;
-        v /= 2.0;
-        i += 1;
-    }
-    t
-};
-
-pub(crate) fn hll_estimate(v: &[HllEntry], lo: i64) -> f64 {
-    // One pass over the entries (sorted by register) instead of a dense array of all
-    // registers: an empty register adds 2^0 = 1, so only the set ones need visiting.
-    let mut sum = 0.0;
-    let mut set = 0usize;
-    for run in v.chunk_by(|a, b| a.reg == b.reg) {
-        let rank = run.iter().filter(|e| e.idx >= lo).map(|e| e.rank).max();
-        if let Some(rank) = rank {
-            sum += INV_POW2[rank as usize & 63];
-            set += 1;
-        }
-    }
-    let m = HLL_M as f64;
-    let zeros = HLL_M - set;
-    sum += zeros as f64;
-    let alpha = 0.7213 / (1.0 + 1.079 / m);
-    let raw = alpha * m * m / sum;
-    if raw <= 2.5 * m && zeros > 0 {
-        m * (m / zeros as f64).ln()
-    } else {
-        raw
-    }
-}
-
-/// All state kept for one entity key.
+/// All state kept for one entity key. Series `i` has the kind of the entity's series `i`
+/// in the feature set; the caller passes those kinds where the state needs them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct EntityState {
     pub first_ms: Option<i64>,
-    pub series: Vec<SeriesState>,
     /// How many of the caller's log entries the state includes (the first `covers`
     /// positions), set as each event is applied: a checkpoint writes states one by one, so
     /// a replay after a crash part-way through skips what a stored state already holds.
     /// 0: unknown/none.
     pub covers: u64,
+    /// `words[i]` for each series `i`: where its data ends in `words` (with `SKETCH`), then
+    /// the data of every series in order, sorted within each series.
+    words: Vec<u64>,
+    /// How many series.
+    n: usize,
+}
+
+fn stride<T: Pod>() -> usize {
+    size_of::<T>() / size_of::<u64>()
 }
 
 impl EntityState {
+    pub fn new(series: usize) -> EntityState {
+        // Room for a few items per series up front: growing a buffer of a state a payment
+        // just touched costs a copy and a fresh allocation.
+        let mut words = Vec::with_capacity(series * 4);
+        words.resize(series, series as u64);
+        EntityState {
+            first_ms: None,
+            covers: 0,
+            words,
+            n: series,
+        }
+    }
+
+    fn span(&self, i: usize) -> Range<usize> {
+        let start = if i == 0 {
+            self.n
+        } else {
+            (self.words[i - 1] & !SKETCH) as usize
+        };
+        start..(self.words[i] & !SKETCH) as usize
+    }
+
+    fn seg<T: Pod>(&self, i: usize) -> &[T] {
+        bytemuck::cast_slice(&self.words[self.span(i)])
+    }
+
+    fn seg_mut<T: Pod>(&mut self, i: usize) -> &mut [T] {
+        let span = self.span(i);
+        bytemuck::cast_slice_mut(&mut self.words[span])
+    }
+
+    /// Moves the ends of series `i` and after by `delta` words.
+    fn shift(&mut self, i: usize, delta: i64) {
+        let n = self.n;
+        for e in &mut self.words[i..n] {
+            *e = e.wrapping_add_signed(delta);
+        }
+    }
+
+    fn insert<T: Pod>(&mut self, i: usize, pos: usize, item: T) {
+        let at = self.span(i).start + pos * stride::<T>();
+        let item: &[u64] = bytemuck::cast_slice(std::slice::from_ref(&item));
+        self.words.splice(at..at, item.iter().copied());
+        self.shift(i, stride::<T>() as i64);
+    }
+
+    fn remove<T: Pod>(&mut self, i: usize, items: Range<usize>) {
+        if items.is_empty() {
+            return;
+        }
+        let start = self.span(i).start;
+        let w = stride::<T>();
+        self.words
+            .drain(start + items.start * w..start + items.end * w);
+        self.shift(i, -((items.len() * w) as i64));
+    }
+
+    /// Keeps the items of series `i` for which `keep` holds, in order.
+    fn retain<T: Pod>(&mut self, i: usize, keep: impl Fn(&T) -> bool) {
+        let v = self.seg_mut::<T>(i);
+        let mut k = 0;
+        for j in 0..v.len() {
+            if keep(&v[j]) {
+                v[k] = v[j];
+                k += 1;
+            }
+        }
+        let len = v.len();
+        self.remove::<T>(i, k..len);
+    }
+
+    fn replace<T: Pod>(&mut self, i: usize, items: &[T]) {
+        let span = self.span(i);
+        let old = span.len() as i64;
+        self.words
+            .splice(span, bytemuck::cast_slice::<T, u64>(items).iter().copied());
+        self.shift(i, (items.len() * stride::<T>()) as i64 - old);
+    }
+
+    pub fn is_sketch(&self, i: usize) -> bool {
+        self.words[i] & SKETCH != 0
+    }
+
+    fn set_sketch(&mut self, i: usize, on: bool) {
+        self.words[i] = if on {
+            self.words[i] | SKETCH
+        } else {
+            self.words[i] & !SKETCH
+        };
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.series.iter().all(SeriesState::is_empty)
+        self.words.len() == self.n
+    }
+
+    fn series_empty(&self, i: usize) -> bool {
+        self.span(i).is_empty()
+    }
+
+    /// Drops everything of series `i` in buckets below `floor`; no reader can look there any
+    /// more.
+    pub fn compact(&mut self, i: usize, kind: &SeriesKind, floor: i64) {
+        match kind {
+            SeriesKind::Counter => self.drop_below::<Bucket>(i, |b| b.idx, floor),
+            SeriesKind::Reports(_) => self.drop_below::<Report>(i, |r| r.idx, floor),
+            SeriesKind::Distinct(_) if self.is_sketch(i) => {
+                self.retain::<HllEntry>(i, |e| e.idx >= floor);
+                if self.series_empty(i) {
+                    self.set_sketch(i, false);
+                }
+            }
+            SeriesKind::Distinct(_) | SeriesKind::Seen(_) => {
+                self.retain::<Mark>(i, |m| m.idx >= floor)
+            }
+            SeriesKind::Labels(_) => self.retain::<Label>(i, |l| l.paid >= floor),
+        }
+    }
+
+    fn drop_below<T: Pod>(&mut self, i: usize, key: impl Fn(&T) -> i64, floor: i64) {
+        let cut = self.seg::<T>(i).partition_point(|e| key(e) < floor);
+        self.remove::<T>(i, 0..cut);
+    }
+
+    pub fn counter(&self, i: usize) -> &[Bucket] {
+        self.seg(i)
+    }
+
+    pub fn counter_add(&mut self, i: usize, idx: i64, amount: i64) {
+        let v = self.seg_mut::<Bucket>(i);
+        match v.binary_search_by_key(&idx, |b| b.idx) {
+            Ok(j) => {
+                let b = &mut v[j];
+                b.count += 1;
+                b.sum = b.sum.saturating_add(amount);
+                b.max = b.max.max(amount);
+            }
+            Err(j) => self.insert(
+                i,
+                j,
+                Bucket {
+                    idx,
+                    count: 1,
+                    sum: amount,
+                    max: amount,
+                },
+            ),
+        }
+    }
+
+    /// Records value `hash` as seen in bucket `idx` (keeps the latest bucket per value).
+    pub fn seen_insert(&mut self, i: usize, hash: u64, idx: i64) {
+        let v = self.seg_mut::<Mark>(i);
+        match v.binary_search_by_key(&hash, |m| m.hash) {
+            Ok(j) => v[j].idx = v[j].idx.max(idx),
+            Err(j) => self.insert(i, j, Mark { hash, idx }),
+        }
+    }
+
+    pub fn seen_lookup(&self, i: usize, hash: u64) -> Option<i64> {
+        let v = self.seg::<Mark>(i);
+        v.binary_search_by_key(&hash, |m| m.hash)
+            .ok()
+            .map(|j| v[j].idx)
+    }
+
+    /// Keeps at most `cap` values, evicting the least recently seen (ties: smallest hash).
+    pub fn seen_cap(&mut self, i: usize, cap: usize) {
+        let v = self.seg::<Mark>(i);
+        if v.len() <= cap {
+            return;
+        }
+        let mut order: Vec<(i64, u64)> = v.iter().map(|m| (m.idx, m.hash)).collect();
+        order.sort_unstable();
+        let cutoff = order[v.len() - cap - 1];
+        self.retain::<Mark>(i, |m| (m.idx, m.hash) > cutoff);
+    }
+
+    /// Adds `hash` to distinct set `i`; past `exact_limit` values the set becomes a sketch.
+    pub fn distinct_insert(&mut self, i: usize, hash: u64, idx: i64, exact_limit: usize) {
+        if self.is_sketch(i) {
+            self.hll_insert(i, hash, idx);
+            return;
+        }
+        self.seen_insert(i, hash, idx);
+        if self.seg::<Mark>(i).len() > exact_limit {
+            let marks = self.seg::<Mark>(i).to_vec();
+            self.replace::<HllEntry>(i, &[]);
+            self.set_sketch(i, true);
+            for m in marks {
+                self.hll_insert(i, m.hash, m.idx);
+            }
+        }
+    }
+
+    /// Distinct values of set `i` last seen at bucket >= lo.
+    pub fn distinct_count(&self, i: usize, lo: i64) -> f64 {
+        if self.is_sketch(i) {
+            hll_estimate(self.seg(i), lo)
+        } else {
+            self.seg::<Mark>(i).iter().filter(|m| m.idx >= lo).count() as f64
+        }
+    }
+
+    fn hll_insert(&mut self, i: usize, hash: u64, idx: i64) {
+        let (reg, rank) = hll_split(hash);
+        let v = self.seg_mut::<HllEntry>(i);
+        let start = v.partition_point(|e| e.reg < reg);
+        let end = start + v[start..].partition_point(|e| e.reg == reg);
+        // Dominated: some entry is at least as recent and at least as high.
+        if v[start..end].iter().any(|e| e.idx >= idx && e.rank >= rank) {
+            return;
+        }
+        // Drop the entries the new one dominates, keeping the rest in order.
+        let mut k = start;
+        for j in start..end {
+            let e = v[j];
+            if !(e.idx <= idx && e.rank <= rank) {
+                v[k] = e;
+                k += 1;
+            }
+        }
+        let pos = start + v[start..k].partition_point(|e| e.idx < idx);
+        self.remove::<HllEntry>(i, k..end);
+        self.insert(i, pos, HllEntry::new(reg, rank, idx));
+    }
+
+    pub fn reports(&self, i: usize) -> &[Report] {
+        self.seg(i)
+    }
+
+    pub fn report_add(&mut self, i: usize, idx: i64) {
+        let v = self.seg_mut::<Report>(i);
+        match v.binary_search_by_key(&idx, |r| r.idx) {
+            Ok(j) => v[j].count += 1,
+            Err(j) => self.insert(i, j, Report { idx, count: 1 }),
+        }
+    }
+
+    pub fn labels(&self, i: usize) -> &[Label] {
+        self.seg(i)
+    }
+
+    pub fn label_add(&mut self, i: usize, paid: i64, reported: i64) {
+        let v = self.seg_mut::<Label>(i);
+        match v.binary_search_by_key(&(paid, reported), |l| (l.paid, l.reported)) {
+            Ok(j) => v[j].count += 1,
+            Err(j) => self.insert(
+                i,
+                j,
+                Label {
+                    paid,
+                    reported,
+                    count: 1,
+                },
+            ),
+        }
+    }
+
+    fn tag(&self, i: usize, kind: &SeriesKind) -> u8 {
+        match kind {
+            SeriesKind::Counter => 1,
+            SeriesKind::Distinct(_) if self.is_sketch(i) => 3,
+            SeriesKind::Distinct(_) => 2,
+            SeriesKind::Seen(_) => 4,
+            SeriesKind::Reports(_) => 5,
+            SeriesKind::Labels(_) => 6,
+        }
     }
 
     /// Encodes series with their signatures so that a changed features file keeps the
     /// series that still exist and drops the rest.
-    pub fn encode(&self, sigs: &[u64], out: &mut Vec<u8>) {
+    pub fn encode(&self, sigs: &[u64], kinds: &[SeriesKind], out: &mut Vec<u8>) {
         out.clear();
         out.push(VERSION);
         put_u(out, self.covers);
@@ -287,16 +387,18 @@ impl EntityState {
             }
             None => out.push(0),
         }
-        let live = self.series.iter().filter(|s| !s.is_empty()).count();
+        let live = (0..kinds.len()).filter(|&i| !self.series_empty(i)).count();
         put_u(out, live as u64);
-        for (i, s) in self.series.iter().enumerate() {
-            if s.is_empty() {
+        for (i, kind) in kinds.iter().enumerate() {
+            if self.series_empty(i) {
                 continue;
             }
             out.extend_from_slice(&sigs[i].to_le_bytes());
-            out.push(s.tag());
-            match s {
-                SeriesState::Counter(v) => {
+            let tag = self.tag(i, kind);
+            out.push(tag);
+            match tag {
+                1 => {
+                    let v = self.counter(i);
                     put_u(out, v.len() as u64);
                     let mut prev = 0i64;
                     for b in v {
@@ -307,16 +409,18 @@ impl EntityState {
                         put_i(out, b.max);
                     }
                 }
-                SeriesState::Distinct(DistinctSet::Exact(v)) | SeriesState::Seen(v) => {
+                2 | 4 => {
+                    let v = self.seg::<Mark>(i);
                     put_u(out, v.len() as u64);
-                    let base = v.iter().map(|e| e.1).min().unwrap_or(0);
+                    let base = v.iter().map(|m| m.idx).min().unwrap_or(0);
                     put_i(out, base);
-                    for &(h, idx) in v {
-                        out.extend_from_slice(&h.to_le_bytes());
-                        put_u(out, idx.wrapping_sub(base) as u64);
+                    for m in v {
+                        out.extend_from_slice(&m.hash.to_le_bytes());
+                        put_u(out, m.idx.wrapping_sub(base) as u64);
                     }
                 }
-                SeriesState::Distinct(DistinctSet::Sketch(v)) => {
+                3 => {
+                    let v = self.seg::<HllEntry>(i);
                     put_u(out, v.len() as u64);
                     let base = v.iter().map(|e| e.idx).min().unwrap_or(0);
                     put_i(out, base);
@@ -328,19 +432,21 @@ impl EntityState {
                         put_u(out, e.idx.wrapping_sub(base) as u64);
                     }
                 }
-                SeriesState::Reports(v) => {
+                5 => {
+                    let v = self.reports(i);
                     put_u(out, v.len() as u64);
-                    for &(idx, c) in v {
-                        put_i(out, idx);
-                        put_u(out, c);
+                    for r in v {
+                        put_i(out, r.idx);
+                        put_u(out, r.count);
                     }
                 }
-                SeriesState::Labels(v) => {
+                _ => {
+                    let v = self.labels(i);
                     put_u(out, v.len() as u64);
-                    for &(p, r, c) in v {
-                        put_i(out, p);
-                        put_i(out, r);
-                        put_u(out, c);
+                    for l in v {
+                        put_i(out, l.paid);
+                        put_i(out, l.reported);
+                        put_u(out, l.count);
                     }
                 }
             }
@@ -362,88 +468,142 @@ impl EntityState {
             0 => None,
             _ => Some(r.i64()?),
         };
-        let mut st = EntityState {
-            first_ms,
-            series: kinds.iter().map(SeriesState::new).collect(),
-            covers,
-        };
+        // Stored series may come in another order than the features file's (or be gone
+        // from it): decode into scratch, then lay out the ones still declared.
+        let mut scratch: Vec<u64> = Vec::new();
+        let mut found: Vec<Option<(Range<usize>, bool)>> = vec![None; kinds.len()];
         let n = r.u64()?;
         for _ in 0..n {
             let sig = u64::from_le_bytes(r.take8()?);
             let tag = r.byte()?;
             let len = r.len()?;
-            let s = match tag {
+            let start = scratch.len();
+            let mut push = |item: &[u64]| scratch.extend_from_slice(item);
+            match tag {
                 1 => {
-                    let mut v = Vec::with_capacity(len);
                     let mut prev = 0i64;
                     for _ in 0..len {
                         let idx = prev.wrapping_add(r.i64()?);
                         prev = idx;
-                        v.push(Bucket {
+                        let b = Bucket {
                             idx,
                             count: r.u64()?,
                             sum: r.i64()?,
                             max: r.i64()?,
-                        });
+                        };
+                        push(bytemuck::cast_slice(&[b]));
                     }
-                    SeriesState::Counter(v)
                 }
                 2 | 4 => {
                     let base = r.i64()?;
-                    let mut v = Vec::with_capacity(len);
                     for _ in 0..len {
-                        let h = u64::from_le_bytes(r.take8()?);
-                        v.push((h, base.wrapping_add(r.u64()? as i64)));
-                    }
-                    if tag == 2 {
-                        SeriesState::Distinct(DistinctSet::Exact(v))
-                    } else {
-                        SeriesState::Seen(v)
+                        let hash = u64::from_le_bytes(r.take8()?);
+                        let idx = base.wrapping_add(r.u64()? as i64);
+                        push(bytemuck::cast_slice(&[Mark { hash, idx }]));
                     }
                 }
                 3 => {
                     let base = r.i64()?;
-                    let mut v = Vec::with_capacity(len);
                     let mut reg = 0u16;
                     for _ in 0..len {
                         reg = reg.wrapping_add(r.u64()? as u16);
                         let rank = r.byte()?;
-                        v.push(HllEntry {
-                            reg,
-                            rank,
-                            idx: base.wrapping_add(r.u64()? as i64),
-                        });
+                        let idx = base.wrapping_add(r.u64()? as i64);
+                        push(bytemuck::cast_slice(&[HllEntry::new(reg, rank, idx)]));
                     }
-                    SeriesState::Distinct(DistinctSet::Sketch(v))
                 }
                 5 => {
-                    let mut v = Vec::with_capacity(len);
                     for _ in 0..len {
-                        v.push((r.i64()?, r.u64()?));
+                        let rep = Report {
+                            idx: r.i64()?,
+                            count: r.u64()?,
+                        };
+                        push(bytemuck::cast_slice(&[rep]));
                     }
-                    SeriesState::Reports(v)
                 }
                 6 => {
-                    let mut v = Vec::with_capacity(len);
                     for _ in 0..len {
-                        v.push((r.i64()?, r.i64()?, r.u64()?));
+                        let l = Label {
+                            paid: r.i64()?,
+                            reported: r.i64()?,
+                            count: r.u64()?,
+                        };
+                        push(bytemuck::cast_slice(&[l]));
                     }
-                    SeriesState::Labels(v)
                 }
                 _ => return Err(FeatureError::Corrupt(format!("unknown series tag {tag}"))),
+            }
+            let Some(i) = sigs.iter().position(|&x| x == sig) else {
+                continue;
             };
-            if let Some(i) = sigs.iter().position(|&x| x == sig) {
-                if st.series[i].tag() == s.tag()
-                    || matches!(
-                        (&st.series[i], &s),
-                        (SeriesState::Distinct(_), SeriesState::Distinct(_))
-                    )
-                {
-                    st.series[i] = s;
-                }
+            let fits = matches!(
+                (tag, &kinds[i]),
+                (1, SeriesKind::Counter)
+                    | (2 | 3, SeriesKind::Distinct(_))
+                    | (4, SeriesKind::Seen(_))
+                    | (5, SeriesKind::Reports(_))
+                    | (6, SeriesKind::Labels(_))
+            );
+            if fits {
+                found[i] = Some((start..scratch.len(), tag == 3));
             }
         }
+        let mut st = EntityState::new(kinds.len());
+        for (i, f) in found.into_iter().enumerate() {
+            let mut sketch = false;
+            if let Some((span, s)) = f {
+                st.words.extend_from_slice(&scratch[span]);
+                sketch = s;
+            }
+            st.words[i] = st.words.len() as u64;
+            st.set_sketch(i, sketch);
+        }
+        st.first_ms = first_ms;
+        st.covers = covers;
         Ok(st)
+    }
+}
+
+fn hll_split(h: u64) -> (u16, u8) {
+    let reg = (h >> (64 - HLL_P)) as u16;
+    let rest = (h << HLL_P) | (1u64 << (HLL_P - 1));
+    (reg, rest.leading_zeros() as u8 + 1)
+}
+
+/// 2^-r, so the estimate is a table lookup per register.
+const INV_POW2: [f64; 64] = {
+    let mut t = [0.0; 64];
+    let mut i = 0;
+    let mut v = 1.0;
+    while i < 64 {
+        t[i] = v;
+        v /= 2.0;
+        i += 1;
+    }
+    t
+};
+
+fn hll_estimate(v: &[HllEntry], lo: i64) -> f64 {
+    // One pass over the entries (sorted by register) instead of a dense array of all
+    // registers: an empty register adds 2^0 = 1, so only the set ones need visiting.
+    let mut sum = 0.0;
+    let mut set = 0usize;
+    for run in v.chunk_by(|a, b| a.reg == b.reg) {
+        let rank = run.iter().filter(|e| e.idx >= lo).map(|e| e.rank).max();
+        if let Some(rank) = rank {
+            sum += INV_POW2[rank as usize & 63];
+            set += 1;
+        }
+    }
+    let m = HLL_M as f64;
+    let zeros = HLL_M - set;
+    sum += zeros as f64;
+    let alpha = 0.7213 / (1.0 + 1.079 / m);
+    let raw = alpha * m * m / sum;
+    if raw <= 2.5 * m && zeros > 0 {
+        m * (m / zeros as f64).ln()
+    } else {
+        raw
     }
 }
 

@@ -1,6 +1,10 @@
 //! The feature store: cache of entity states over a sled tree, reading and recording payments.
 
 use std::collections::HashMap;
+
+/// Keys come from requests, so the hash is seeded per process (foldhash's `RandomState`),
+/// and it is several times cheaper than std's SipHash on these short keys.
+type Cache = HashMap<Vec<u8>, Cached, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use crate::payment::{OutcomeKind, Payment};
@@ -10,9 +14,7 @@ use super::spec::{
     fnv64, hour_of, is_night, is_weekend, year_start_day, Aggregate, EntityPlan, FeatureDef,
     FeatureSet, Reader, SeriesKind, Window, DAY_MS,
 };
-use super::state::{
-    counter_add, counter_read, seen_cap, seen_insert, seen_lookup, EntityState, SeriesState,
-};
+use super::state::{Bucket, EntityState};
 use super::FeatureError;
 
 const WATERMARK_KEY: &[u8] = b"\xff\xffwatermark";
@@ -90,9 +92,10 @@ struct EntityMeta {
 /// Sliding-window feature state for one engine thread.
 pub struct FeatureStore {
     set: FeatureSet,
-    meta: Vec<EntityMeta>,
+    /// Shared with the checkpoint writer, which encodes states.
+    meta: Arc<[EntityMeta]>,
     tree: sled::Tree,
-    cache: HashMap<Vec<u8>, Cached>,
+    cache: Cache,
     capacity: usize,
     tick: u64,
     watermark: Option<i64>,
@@ -147,7 +150,7 @@ fn build_key(plan: &EntityPlan, p: &Payment, key: &mut Vec<u8>) -> bool {
 
 #[allow(clippy::too_many_arguments)]
 fn load<'c>(
-    cache: &'c mut HashMap<Vec<u8>, Cached>,
+    cache: &'c mut Cache,
     stats: &mut CacheStats,
     tree: &sled::Tree,
     presence: &mut Presence,
@@ -168,11 +171,7 @@ fn load<'c>(
         };
         let state = match stored {
             Some(v) => EntityState::decode(&v, &meta.sigs, &meta.kinds)?,
-            None => EntityState {
-                first_ms: None,
-                series: meta.kinds.iter().map(SeriesState::new).collect(),
-                covers: 0,
-            },
+            None => EntityState::new(meta.kinds.len()),
         };
         cache.insert(
             key.to_vec(),
@@ -200,15 +199,27 @@ fn compact(
     tz: i64,
 ) {
     let Some(wm) = watermark else { return };
-    for (s, spec) in st.series.iter_mut().zip(&plan.series) {
+    for (i, spec) in plan.series.iter().enumerate() {
         let oldest = wm
             .saturating_sub(lateness)
             .saturating_sub(spec.retention_ms);
-        s.compact(bucket(oldest, spec.bucket_ms, tz));
+        st.compact(i, &spec.kind, bucket(oldest, spec.bucket_ms, tz));
     }
     if st.is_empty() {
         st.first_ms = None;
     }
+}
+
+/// (count, sum, max) over buckets lo..=hi.
+fn counter_read(v: &[Bucket], lo: i64, hi: i64) -> (u64, i64, i64) {
+    let start = v.partition_point(|b| b.idx < lo);
+    let (mut c, mut s, mut m) = (0u64, 0i64, i64::MIN);
+    for b in v[start..].iter().take_while(|b| b.idx <= hi) {
+        c += b.count;
+        s = s.saturating_add(b.sum);
+        m = m.max(b.max);
+    }
+    (c, s, if c == 0 { 0 } else { m })
 }
 
 /// Inclusive bucket range a windowed feature reads at time `t`.
@@ -247,11 +258,8 @@ fn read_one(
         | Aggregate::Avg
         | Aggregate::Max
         | Aggregate::AmountVsAvg => {
-            let SeriesState::Counter(v) = &st.series[r.series] else {
-                return 0.0;
-            };
             let (lo, hi) = range(def.window, w, t, tz);
-            let (c, s, m) = counter_read(v, lo, hi);
+            let (c, s, m) = counter_read(st.counter(r.series), lo, hi);
             let avg = if c == 0 { 0.0 } else { s as f64 / c as f64 };
             match def.aggregate {
                 Aggregate::Count => c as f64,
@@ -263,21 +271,15 @@ fn read_one(
             }
         }
         Aggregate::Distinct => {
-            let SeriesState::Distinct(d) = &st.series[r.series] else {
-                return 0.0;
-            };
             let (lo, _) = range(def.window, w, t, tz);
-            d.count(lo)
+            st.distinct_count(r.series, lo)
         }
         Aggregate::NewValue => {
-            let SeriesState::Seen(v) = &st.series[r.series] else {
-                return 0.0;
-            };
             let Some(val) = def.of.as_ref().and_then(|f| f.value(p)) else {
                 return 0.0;
             };
             let (lo, _) = range(def.window, w, t, tz);
-            match seen_lookup(v, fnv64(val.as_bytes())) {
+            match st.seen_lookup(r.series, fnv64(val.as_bytes())) {
                 Some(last) if last >= lo => 0.0,
                 _ => 1.0,
             }
@@ -286,29 +288,23 @@ fn read_one(
             .first_ms
             .map_or(0.0, |f| (t.saturating_sub(f)).max(0) as f64 / DAY_MS as f64),
         Aggregate::BadReports => {
-            let SeriesState::Reports(v) = &st.series[r.series] else {
-                return 0.0;
-            };
             let (lo, hi) = range(def.window, w, t, tz);
             let hi = hi.min(bucket(t, w, tz) - 1);
-            v.iter()
-                .filter(|e| e.0 >= lo && e.0 <= hi)
-                .map(|e| e.1)
+            st.reports(r.series)
+                .iter()
+                .filter(|e| e.idx >= lo && e.idx <= hi)
+                .map(|e| e.count)
                 .sum::<u64>() as f64
         }
         Aggregate::BadRate => {
-            let (SeriesState::Labels(l), SeriesState::Counter(c)) =
-                (&st.series[r.series], &st.series[r.aux])
-            else {
-                return 0.0;
-            };
             let (lo, hi) = range(def.window, w, t, tz);
             let now = bucket(t, w, tz);
-            let (total, _, _) = counter_read(c, lo, hi);
-            let bad: u64 = l
+            let (total, _, _) = counter_read(st.counter(r.aux), lo, hi);
+            let bad: u64 = st
+                .labels(r.series)
                 .iter()
-                .filter(|e| e.0 >= lo && e.0 <= hi && e.1 < now)
-                .map(|e| e.2)
+                .filter(|e| e.paid >= lo && e.paid <= hi && e.reported < now)
+                .map(|e| e.count)
                 .sum();
             if total == 0 {
                 0.0
@@ -341,7 +337,7 @@ impl FeatureStore {
             set,
             meta,
             tree,
-            cache: HashMap::new(),
+            cache: Cache::default(),
             capacity: options.cache_capacity.max(1),
             tick: 0,
             watermark,
@@ -464,25 +460,25 @@ impl FeatureStore {
             }
             if record {
                 st.first_ms = Some(st.first_ms.map_or(t, |f| f.min(t)));
-                for (s, spec) in st.series.iter_mut().zip(&plan.series) {
+                for (i, spec) in plan.series.iter().enumerate() {
                     if !spec.filter.matches(p, tz) {
                         continue;
                     }
                     let idx = bucket(t, spec.bucket_ms, tz);
-                    match (s, &spec.kind) {
-                        (SeriesState::Counter(v), _) => counter_add(v, idx, p.amount_fen),
-                        (SeriesState::Distinct(d), SeriesKind::Distinct(f)) => {
+                    match &spec.kind {
+                        SeriesKind::Counter => st.counter_add(i, idx, p.amount_fen),
+                        SeriesKind::Distinct(f) => {
                             if let Some(val) = f.value(p) {
-                                d.insert(fnv64(val.as_bytes()), idx, set.exact_limit);
+                                st.distinct_insert(i, fnv64(val.as_bytes()), idx, set.exact_limit);
                             }
                         }
-                        (SeriesState::Seen(v), SeriesKind::Seen(f)) => {
+                        SeriesKind::Seen(f) => {
                             if let Some(val) = f.value(p) {
-                                seen_insert(v, fnv64(val.as_bytes()), idx);
-                                seen_cap(v, set.exact_limit);
+                                st.seen_insert(i, fnv64(val.as_bytes()), idx);
+                                st.seen_cap(i, set.exact_limit);
                             }
                         }
-                        _ => {}
+                        SeriesKind::Reports(_) | SeriesKind::Labels(_) => {}
                     }
                 }
                 stamp(st, *position);
@@ -547,7 +543,7 @@ impl FeatureStore {
             if covered(*position, st) {
                 continue;
             }
-            for (s, spec) in st.series.iter_mut().zip(&plan.series) {
+            for (i, spec) in plan.series.iter().enumerate() {
                 if !spec.filter.matches(p, tz) {
                     continue;
                 }
@@ -560,22 +556,14 @@ impl FeatureStore {
                     )
                 });
                 let r = bucket(reported_at_ms, spec.bucket_ms, tz);
-                match (s, &spec.kind) {
-                    (SeriesState::Reports(v), SeriesKind::Reports(k))
-                        if k.contains(&outcome) && r >= floor =>
-                    {
-                        match v.binary_search_by_key(&r, |e| e.0) {
-                            Ok(i) => v[i].1 += 1,
-                            Err(i) => v.insert(i, (r, 1)),
-                        }
+                match &spec.kind {
+                    SeriesKind::Reports(k) if k.contains(&outcome) && r >= floor => {
+                        st.report_add(i, r)
                     }
-                    (SeriesState::Labels(v), SeriesKind::Labels(k)) if k.contains(&outcome) => {
+                    SeriesKind::Labels(k) if k.contains(&outcome) => {
                         let pb = bucket(p.event_time_ms, spec.bucket_ms, tz);
                         if pb >= floor {
-                            match v.binary_search_by_key(&(pb, r), |e| (e.0, e.1)) {
-                                Ok(i) => v[i].2 += 1,
-                                Err(i) => v.insert(i, (pb, r, 1)),
-                            }
+                            st.label_add(i, pb, r);
                         }
                     }
                     _ => {}
@@ -660,7 +648,7 @@ impl FeatureStore {
             evicted,
             // Without stamped states only one atomic batch keeps marker and states in step.
             stamped: self.position.is_some(),
-            sigs: self.meta.iter().map(|m| m.sigs.clone()).collect(),
+            meta: Arc::clone(&self.meta),
             ..Checkpoint::default()
         };
         // Walking the cache costs less than keeping a copy of every dirty key. This runs on
@@ -764,7 +752,7 @@ impl FeatureStore {
             // A cold state loses its short windows' buckets first; rewriting it for every
             // one would cost a write per entity per sweep. Rewrite once compaction frees at
             // least half its bytes: what is stored stays within twice what is live.
-            st.encode(&meta.sigs, &mut self.enc);
+            st.encode(&meta.sigs, &meta.kinds, &mut self.enc);
             if self.enc.len() * 2 <= v.len() {
                 rewrites.push((k, self.enc.clone()));
             }
@@ -818,8 +806,8 @@ struct Spare {
 struct Checkpoint {
     states: StateList,
     evicted: Evicted,
-    /// Series signatures by entity index, for encoding.
-    sigs: Vec<Vec<u64>>,
+    /// Series signatures and kinds by entity index, for encoding.
+    meta: Arc<[EntityMeta]>,
     stamped: bool,
     last: sled::Batch,
 }
@@ -831,7 +819,7 @@ impl Checkpoint {
         let Checkpoint {
             mut states,
             mut evicted,
-            sigs,
+            meta,
             stamped,
             mut last,
         } = self;
@@ -846,7 +834,8 @@ impl Checkpoint {
                 last.remove(key);
                 continue;
             }
-            state.encode(&sigs[entity], &mut enc);
+            let m = &meta[entity];
+            state.encode(&m.sigs, &m.kinds, &mut enc);
             if stamped {
                 tree.insert(key, enc.as_slice())?;
             } else {

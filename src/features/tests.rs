@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use proptest::prelude::*;
 
 use super::spec::{fnv64, Aggregate, SeriesKind, Window, DAY_MS};
-use super::state::DistinctSet;
+use super::state::EntityState;
 use super::*;
 use crate::payment::*;
 
@@ -610,16 +610,16 @@ fn hash_of(i: u64, seed: u64) -> u64 {
 #[test]
 fn distinct_sketch_error_within_2_percent_at_100k() {
     for seed in 0..5 {
-        let mut d = DistinctSet::Exact(Vec::new());
+        let mut d = EntityState::new(1);
         for i in 0..100_000u64 {
-            d.insert(hash_of(i, seed), (i / 1000) as i64, 1000);
+            d.distinct_insert(0, hash_of(i, seed), (i / 1000) as i64, 1000);
         }
-        assert!(matches!(d, DistinctSet::Sketch(_)));
-        let est = d.count(0);
+        assert!(d.is_sketch(0));
+        let est = d.distinct_count(0, 0);
         let err = (est - 100_000.0).abs() / 100_000.0;
         assert!(err <= 0.02, "seed {seed}: estimate {est}, error {err}");
         // Sliding: only the last 50 buckets (50,000 values).
-        let est = d.count(50);
+        let est = d.distinct_count(0, 50);
         let err = (est - 50_000.0).abs() / 50_000.0;
         assert!(
             err <= 0.02,
@@ -969,4 +969,30 @@ fn a_checkpoint_cut_off_part_way_replays_to_identical_features() {
             2000 + i
         );
     }
+}
+
+/// Every stored state after a fixed stream (sketches included), hashed: the bytes a state is
+/// stored as are a file format, so a state written by an older fengkong must read back. The
+/// digest was taken from the per-series-vector layout the store had before 2026-11-30.
+#[test]
+fn stored_state_bytes_are_stable() {
+    use sha2::{Digest, Sha256};
+    let text = super::spec::DEFAULT_FEATURES
+        .replace("distinct_exact_limit = 1000", "distinct_exact_limit = 4");
+    let set = FeatureSet::parse(&text, "t").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, mut s) = open(&dir, set, 100_000);
+    run(&mut s, &stream(2000), &mut Vec::new());
+    let mut h = Sha256::new();
+    for kv in s.tree().iter() {
+        let (k, v) = kv.unwrap();
+        h.update((k.len() as u64).to_le_bytes());
+        h.update(&k);
+        h.update((v.len() as u64).to_le_bytes());
+        h.update(&v);
+    }
+    assert_eq!(
+        hex::encode(h.finalize()),
+        "6fa03dc13f6e06111c2074ede6091238273419db23a53e3f532c9d6fd2764a10"
+    );
 }
