@@ -141,6 +141,9 @@ fn bench_observe(c: &mut Criterion) {
     });
 }
 
+/// `REPLAY_COMMIT=never`: the windows stay in memory, as in `fengkong replay`.
+const NEVER: usize = usize::MAX;
+
 /// The engine's default `feature_checkpoint_every`.
 const CHECKPOINT_EVERY: usize = 5_000;
 
@@ -166,7 +169,8 @@ fn cpu_secs() -> (f64, f64) {
 
 /// Replays `n` generated payments, checkpointing every `commit_every` like the engine does
 /// (`start_checkpoint`: the sled write runs on its own thread while scoring goes on), or,
-/// with `REPLAY_SYNC=1`, waiting for each checkpoint.
+/// with `REPLAY_SYNC=1`, waiting for each checkpoint. `commit_every` 0: one checkpoint at
+/// the end; `NEVER`: none at all, as `fengkong replay` keeps its windows.
 fn replay(n: usize, commit_every: usize) {
     let sync = std::env::var("REPLAY_SYNC").is_ok_and(|v| v == "1");
     let (_dir, db, mut store, mut g) = setup(0);
@@ -184,7 +188,7 @@ fn replay(n: usize, commit_every: usize) {
         let p = g.next();
         store.set_position(i as u64);
         store.observe(&p, &mut out).unwrap();
-        if commit_every != 0 && i % commit_every == commit_every - 1 {
+        if commit_every != 0 && commit_every != NEVER && i % commit_every == commit_every - 1 {
             if sync {
                 store.checkpoint(b"").unwrap();
             } else {
@@ -192,7 +196,9 @@ fn replay(n: usize, commit_every: usize) {
             }
         }
     }
-    store.checkpoint(b"").unwrap();
+    if commit_every != NEVER {
+        store.checkpoint(b"").unwrap();
+    }
     let secs = start.elapsed().as_secs_f64() - gen_secs;
     let (cpu1, main1) = cpu_secs();
     let (cpu, main) = (cpu1 - cpu0 - gen_secs, main1 - main0 - gen_secs);
@@ -219,9 +225,13 @@ fn replay(n: usize, commit_every: usize) {
         main * 1e6 / n as f64,
         n as f64 / cpu.max(1e-9)
     );
+    let how = match (commit_every, sync) {
+        (NEVER, _) => "never checkpointed".to_string(),
+        (_, true) => format!("checkpoint (waited) every {commit_every}"),
+        _ => format!("start_checkpoint every {commit_every}"),
+    };
     println!(
-        "replay {n} payments, {} every {commit_every}: {secs:.2} s (excluding {gen_secs:.2} s generating), {:.0} payments/s",
-        if sync { "checkpoint (waited)" } else { "start_checkpoint" },
+        "replay {n} payments, {how}: {secs:.2} s (excluding {gen_secs:.2} s generating), {:.0} payments/s",
         n as f64 / secs,
     );
 }
@@ -362,7 +372,17 @@ fn main() {
         .unwrap_or(1_000_000);
     let modes: Vec<usize> = std::env::var("REPLAY_COMMIT")
         .ok()
-        .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+        .map(|v| {
+            v.split(',')
+                .filter_map(|x| {
+                    if x == "never" {
+                        Some(NEVER)
+                    } else {
+                        x.parse().ok()
+                    }
+                })
+                .collect()
+        })
         .unwrap_or_else(|| vec![CHECKPOINT_EVERY]);
     for m in modes {
         replay(n, m);

@@ -241,6 +241,10 @@ fn range(window: Window, w: i64, t: i64, tz: i64) -> (i64, i64) {
     }
 }
 
+/// The last counter read of an entity: (series, lo, hi) and its (count, sum, max).
+/// Features come in pairs over one window (count and sum), which then read the buckets once.
+type CounterMemo = Option<((usize, i64, i64), (u64, i64, i64))>;
+
 fn read_one(
     def: &FeatureDef,
     r: &Reader,
@@ -248,6 +252,7 @@ fn read_one(
     st: &EntityState,
     p: &Payment,
     tz: i64,
+    memo: &mut CounterMemo,
 ) -> f64 {
     let t = p.event_time_ms;
     let spec = &plan.series[r.series];
@@ -259,7 +264,14 @@ fn read_one(
         | Aggregate::Max
         | Aggregate::AmountVsAvg => {
             let (lo, hi) = range(def.window, w, t, tz);
-            let (c, s, m) = counter_read(st.counter(r.series), lo, hi);
+            let (c, s, m) = match *memo {
+                Some((at, v)) if at == (r.series, lo, hi) => v,
+                _ => {
+                    let v = counter_read(st.counter(r.series), lo, hi);
+                    *memo = Some(((r.series, lo, hi), v));
+                    v
+                }
+            };
             let avg = if c == 0 { 0.0 } else { s as f64 / c as f64 };
             match def.aggregate {
                 Aggregate::Count => c as f64,
@@ -455,7 +467,7 @@ impl FeatureStore {
             let record = !late && !covered(*position, st);
             for r in &plan.readers {
                 if set.defs[r.slot].aggregate == Aggregate::NewValue {
-                    out[r.slot] = read_one(&set.defs[r.slot], r, plan, st, p, tz);
+                    out[r.slot] = read_one(&set.defs[r.slot], r, plan, st, p, tz, &mut None);
                 }
             }
             if record {
@@ -483,9 +495,10 @@ impl FeatureStore {
                 }
                 stamp(st, *position);
             }
+            let mut memo = None;
             for r in &plan.readers {
                 if set.defs[r.slot].aggregate != Aggregate::NewValue {
-                    out[r.slot] = read_one(&set.defs[r.slot], r, plan, st, p, tz);
+                    out[r.slot] = read_one(&set.defs[r.slot], r, plan, st, p, tz, &mut memo);
                 }
             }
             if record && !c.dirty {
