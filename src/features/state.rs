@@ -106,9 +106,10 @@ fn stride<T: Pod>() -> usize {
 
 impl EntityState {
     pub fn new(series: usize) -> EntityState {
-        // Room for a few items per series up front: growing a buffer of a state a payment
-        // just touched costs a copy and a fresh allocation.
-        let mut words = Vec::with_capacity(series * 4);
+        // Room for the first payment: a bucket (or two smaller items) per series. Most
+        // entities are seen once (a payer→payee pair); growing their buffer then would cost
+        // a copy, a fresh allocation and half its size in slack.
+        let mut words = Vec::with_capacity(series * (1 + stride::<Bucket>()));
         words.resize(series, series as u64);
         EntityState {
             first_ms: None,
@@ -174,14 +175,6 @@ impl EntityState {
         }
         let len = v.len();
         self.remove::<T>(i, k..len);
-    }
-
-    fn replace<T: Pod>(&mut self, i: usize, items: &[T]) {
-        let span = self.span(i);
-        let old = span.len() as i64;
-        self.words
-            .splice(span, bytemuck::cast_slice::<T, u64>(items).iter().copied());
-        self.shift(i, (items.len() * stride::<T>()) as i64 - old);
     }
 
     pub fn is_sketch(&self, i: usize) -> bool {
@@ -291,7 +284,7 @@ impl EntityState {
         self.seen_insert(i, hash, idx);
         if self.seg::<Mark>(i).len() > exact_limit {
             let marks = self.seg::<Mark>(i).to_vec();
-            self.replace::<HllEntry>(i, &[]);
+            self.remove::<Mark>(i, 0..marks.len());
             self.set_sketch(i, true);
             for m in marks {
                 self.hll_insert(i, m.hash, m.idx);
