@@ -15,7 +15,11 @@ use super::FeatureError;
 
 /// Keys come from requests, so the hash is seeded per process (foldhash's `RandomState`);
 /// std's SipHash on these short keys was 2.7% of the scoring thread in an in-memory replay.
-type Cache = HashMap<Vec<u8>, Cached, foldhash::fast::RandomState>;
+type Cache = HashMap<Key, Cached, foldhash::fast::RandomState>;
+
+/// An entity key, kept inline up to 24 bytes (most keys): probing the cache then compares
+/// the key in the table itself instead of following a pointer to one more cold line.
+type Key = smallvec::SmallVec<[u8; 24]>;
 
 const WATERMARK_KEY: &[u8] = b"\xff\xffwatermark";
 /// The caller's position in its own event log at the last checkpoint (see `checkpoint`).
@@ -174,7 +178,7 @@ fn load<'c>(
             None => EntityState::new(meta.kinds.len()),
         };
         cache.insert(
-            key.to_vec(),
+            Key::from_slice(key),
             Cached {
                 state: Arc::new(state),
                 tick,
@@ -804,9 +808,9 @@ impl Drop for FeatureStore {
 }
 
 /// Key, entity index and state of each changed entity.
-type StateList = Vec<(Vec<u8>, usize, Arc<EntityState>)>;
+type StateList = Vec<(Key, usize, Arc<EntityState>)>;
 /// Entries dropped from the cache, freed by the writer instead of the scoring thread.
-type Evicted = Vec<(Vec<u8>, Cached)>;
+type Evicted = Vec<(Key, Cached)>;
 
 /// A finished checkpoint's lists, emptied, capacity kept.
 #[derive(Default)]
@@ -850,7 +854,7 @@ impl Checkpoint {
         for (key, entity, state) in states.drain(..).take(max_states) {
             if state.is_empty() {
                 // Deleted with the marker: an empty state carries no stamp to skip by.
-                last.remove(key);
+                last.remove(&key[..]);
                 continue;
             }
             let m = &meta[entity];
@@ -858,7 +862,7 @@ impl Checkpoint {
             if stamped {
                 tree.insert(key, enc.as_slice())?;
             } else {
-                last.insert(key, enc.as_slice());
+                last.insert(&key[..], enc.as_slice());
             }
         }
         if complete {
