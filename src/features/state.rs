@@ -356,17 +356,6 @@ impl EntityState {
         }
     }
 
-    fn tag(&self, i: usize, kind: &SeriesKind) -> u8 {
-        match kind {
-            SeriesKind::Counter => 1,
-            SeriesKind::Distinct(_) if self.is_sketch(i) => 3,
-            SeriesKind::Distinct(_) => 2,
-            SeriesKind::Seen(_) => 4,
-            SeriesKind::Reports(_) => 5,
-            SeriesKind::Labels(_) => 6,
-        }
-    }
-
     /// Encodes series with their signatures so that a changed features file keeps the
     /// series that still exist and drops the rest.
     pub fn encode(&self, sigs: &[u64], kinds: &[SeriesKind], out: &mut Vec<u8>) {
@@ -387,7 +376,7 @@ impl EntityState {
                 continue;
             }
             out.extend_from_slice(&sigs[i].to_le_bytes());
-            let tag = self.tag(i, kind);
+            let tag = tag_of(kind, self.is_sketch(i));
             out.push(tag);
             match tag {
                 1 => {
@@ -529,15 +518,7 @@ impl EntityState {
             let Some(i) = sigs.iter().position(|&x| x == sig) else {
                 continue;
             };
-            let fits = matches!(
-                (tag, &kinds[i]),
-                (1, SeriesKind::Counter)
-                    | (2 | 3, SeriesKind::Distinct(_))
-                    | (4, SeriesKind::Seen(_))
-                    | (5, SeriesKind::Reports(_))
-                    | (6, SeriesKind::Labels(_))
-            );
-            if fits {
+            if tag_of(&kinds[i], tag == 3) == tag {
                 found[i] = Some((start..scratch.len(), tag == 3));
             }
         }
@@ -554,6 +535,18 @@ impl EntityState {
         st.first_ms = first_ms;
         st.covers = covers;
         Ok(st)
+    }
+}
+
+/// The stored tag of a series of `kind` (a distinct set has two, exact and sketch).
+fn tag_of(kind: &SeriesKind, sketch: bool) -> u8 {
+    match kind {
+        SeriesKind::Counter => 1,
+        SeriesKind::Distinct(_) if sketch => 3,
+        SeriesKind::Distinct(_) => 2,
+        SeriesKind::Seen(_) => 4,
+        SeriesKind::Reports(_) => 5,
+        SeriesKind::Labels(_) => 6,
     }
 }
 
