@@ -166,15 +166,9 @@ impl EntityState {
     /// Keeps the items of series `i` for which `keep` holds, in order.
     fn retain<T: Pod>(&mut self, i: usize, keep: impl Fn(&T) -> bool) {
         let v = self.seg_mut::<T>(i);
-        let mut k = 0;
-        for j in 0..v.len() {
-            if keep(&v[j]) {
-                v[k] = v[j];
-                k += 1;
-            }
-        }
         let len = v.len();
-        self.remove::<T>(i, k..len);
+        let kept = keep_in_place(v, keep);
+        self.remove::<T>(i, kept..len);
     }
 
     pub fn is_sketch(&self, i: usize) -> bool {
@@ -311,14 +305,7 @@ impl EntityState {
             return;
         }
         // Drop the entries the new one dominates, keeping the rest in order.
-        let mut k = start;
-        for j in start..end {
-            let e = v[j];
-            if !(e.idx <= idx && e.rank <= rank) {
-                v[k] = e;
-                k += 1;
-            }
-        }
+        let k = start + keep_in_place(&mut v[start..end], |e| !(e.idx <= idx && e.rank <= rank));
         let pos = start + v[start..k].partition_point(|e| e.idx < idx);
         self.remove::<HllEntry>(i, k..end);
         self.insert(i, pos, HllEntry::new(reg, rank, idx));
@@ -536,6 +523,18 @@ impl EntityState {
         st.covers = covers;
         Ok(st)
     }
+}
+
+/// Moves the items of `v` for which `keep` holds to its front, in order; returns how many.
+fn keep_in_place<T: Copy>(v: &mut [T], keep: impl Fn(&T) -> bool) -> usize {
+    let mut k = 0;
+    for j in 0..v.len() {
+        if keep(&v[j]) {
+            v[k] = v[j];
+            k += 1;
+        }
+    }
+    k
 }
 
 /// The stored tag of a series of `kind` (a distinct set has two, exact and sketch).
