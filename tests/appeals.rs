@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{collection, now_ms, payment, with_key, TestServer};
+use common::{collection, daytime_hour_ms, payment, with_key, TestServer};
 use fengkong::auth::{add_key, Role};
 use fengkong::proto::{
     self, account_admin_client::AccountAdminClient, appeals_client::AppealsClient,
@@ -18,7 +18,6 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 const CODE: &str = "code-rented";
-const HOUR_START: i64 = 3_600_000;
 
 struct Keys {
     gateway: String,
@@ -84,7 +83,7 @@ async fn freeze_explain_rescore_appeal_overturn_and_collect_again() {
     let mut admin = RuleAdminClient::new(channel.clone());
 
     // 31 different payers within the hour: the 31st crosses the limit of 30.
-    let start = (now_ms() / HOUR_START) * HOUR_START - HOUR_START;
+    let start = daytime_hour_ms();
     let mut last: Option<ScoreResponse> = None;
     for n in 1..=31 {
         let req = collection(CODE, &format!("c-{n}"), n, start + n as i64 * 60_000);

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{collection, now_ms, with_key, TestServer};
+use common::{collection, daytime_hour_ms, with_key, TestServer};
 use fantoccini::{Client, ClientBuilder, Locator};
 use fengkong::auth::{add_key, Role};
 use serde_json::json;
@@ -227,7 +227,7 @@ async fn merchant_sees_why_and_appeals_analyst_overturns_in_a_real_browser() {
     let mut client = server.client().await;
 
     // 31 different payers within the hour freeze the code.
-    let start = (now_ms() / 3_600_000 - 1) * 3_600_000;
+    let start = daytime_hour_ms();
     for n in 1..=31 {
         let req = collection(CODE, &format!("c-{n}"), n, start + n as i64 * 60_000);
         client.score(with_key(req, &gateway)).await.unwrap();

@@ -102,6 +102,21 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// The start of the latest 10:00 in China (02:00 UTC) at least two hours ago. Scenarios
+/// that count payments over an hour start there, so the bundled night-time rules (00:00-05:00
+/// local) stay out of them whatever the time of day the tests run.
+pub fn daytime_hour_ms() -> i64 {
+    const HOUR: i64 = 3_600_000;
+    const DAY: i64 = 24 * HOUR;
+    let now = now_ms();
+    let today = now / DAY * DAY + 2 * HOUR;
+    if today <= now - 2 * HOUR {
+        today
+    } else {
+        today - DAY
+    }
+}
+
 /// A small, ordinary payment: a verified payer at a merchant's static code.
 pub fn payment(id: &str) -> proto::ScoreRequest {
     proto::ScoreRequest {
