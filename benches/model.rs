@@ -1,4 +1,5 @@
-//! Per-payment inference cost: logistic and a 100-tree depth-8 forest over 50 features.
+//! Per-payment inference cost with top factors, over 50 features: logistic, the default
+//! (unpruned, 100-tree) forest and the default gradient-boosted trees.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,19 +22,17 @@ fn bench(c: &mut Criterion) {
         .take(4096)
         .map(|r| r.to_vec())
         .collect();
-    for algo in [Algo::Logistic, Algo::Forest] {
+    for algo in Algo::ALL {
         let p = TrainParams {
-            algo,
-            trees: 100,
-            max_depth: 8,
-            min_samples_leaf: 5,
+            algo: Some(algo),
             ..TrainParams::default()
         };
         let a = train(&x, &y, &names(COLS), &p, &mut |_| {}).unwrap();
-        if let fengkong::model::ModelBody::Forest(f) = &a.body {
-            let nodes: usize = f.trees.iter().map(|t| t.feature.len()).sum();
-            eprintln!("forest: {} trees, {nodes} nodes", f.trees.len());
-        }
+        let json = serde_json::to_vec(&a).unwrap().len();
+        eprintln!(
+            "{algo:?}: {} ({} bytes of JSON)",
+            a.candidates[0].summary, json
+        );
         let s = a.scorer();
         let mut contrib = vec![0.0; COLS];
         let mut top = Vec::with_capacity(5);

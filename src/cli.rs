@@ -88,10 +88,15 @@ pub struct TrainArgs {
     /// End of the training period, exclusive; later payments validate the model.
     #[arg(long, value_parser = parse_date)]
     pub train_to: i64,
-    #[arg(long, value_enum, default_value = "forest")]
-    pub algo: AlgoArg,
+    /// Learner; without it every learner is trained and the one with the best average
+    /// precision on the holdout (the last 20% of the training period) is kept.
+    #[arg(long, value_enum)]
+    pub algo: Option<AlgoArg>,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Training threads (0 = all cores); the model is the same whatever the number.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
     /// Rules folder (rules do not feed the model; the replay needs a valid set).
     #[arg(long, default_value = "rules")]
     pub rules: PathBuf,
@@ -104,6 +109,7 @@ pub struct TrainArgs {
 pub enum AlgoArg {
     Logistic,
     Forest,
+    Gbdt,
 }
 
 #[derive(Debug, clap::Args)]
@@ -321,15 +327,22 @@ fn replay(args: ReplayArgs) -> Result<(), CliError> {
 
 fn train(args: TrainArgs) -> Result<(), CliError> {
     let (events, options) = load_events(&args.input)?;
+    use crate::model::Algo;
     let params = crate::model::TrainParams {
-        algo: match args.algo {
-            AlgoArg::Logistic => crate::model::Algo::Logistic,
-            AlgoArg::Forest => crate::model::Algo::Forest,
-        },
+        algo: args.algo.map(|a| match a {
+            AlgoArg::Logistic => Algo::Logistic,
+            AlgoArg::Forest => Algo::Forest,
+            AlgoArg::Gbdt => Algo::Gbdt,
+        }),
         seed: args.seed,
-        created_at_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
+        threads: args.threads,
+        // Derived from the data, not the clock, so the same file gives the same bytes.
+        created_at_ms: events
+            .iter()
+            .map(|e| e.payment.event_time_ms)
+            .max()
+            .unwrap_or(0),
+        data_file_sha256: Some(file_sha256(&args.input.events)?),
         ..Default::default()
     };
     let trained = crate::training::train(
@@ -342,13 +355,24 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
         &mut |m| eprintln!("{m}"),
     )?;
     trained.artifact.save(&args.out)?;
-    println!("validation: {}", trained.validation);
+    print!("{}", crate::model::candidates_table(&trained.artifact));
+    println!("after --train-to: {}", trained.validation);
     println!(
         "wrote {} to {}",
         trained.artifact.version(),
         args.out.display()
     );
     Ok(())
+}
+
+fn file_sha256(path: &std::path::Path) -> Result<String, CliError> {
+    use sha2::Digest;
+    let mut file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 fn eval(args: EvalArgs) -> Result<(), CliError> {

@@ -115,7 +115,7 @@ pub fn train(
         return Err(TrainError::Empty("validation (after --train-to)"));
     }
     progress(&format!(
-        "training on {} payments ({} fraud), validating on {} later payments",
+        "replayed: {} labeled payments ({} fraud) in the training period, {} after it to test on",
         train_y.len(),
         train_y.iter().filter(|&&l| l).count(),
         validation.len()
@@ -123,8 +123,6 @@ pub fn train(
     let x = Array2::from_shape_vec((train_y.len(), names.len()), train_x)
         .map_err(|e| ModelError::BadShape(e.to_string()))?;
     params.training_period = model::TrainingPeriod { from_ms, to_ms };
-    // The later period is the validation set; nothing of the training period is held out.
-    params.validation_fraction = 0.0;
     let mut artifact = model::train(&x, &train_y, &names, &params, &mut |m| progress(m))?;
 
     let scorer = artifact.scorer();
@@ -134,19 +132,28 @@ pub fn train(
         .map(|(t, features, label)| (*t, scorer.score(features, &mut contributions), *label))
         .collect();
     let validation = metrics(&scored)?;
-    artifact.validation_rows = validation.rows as u64;
-    artifact.validation_positives = validation.positives as u64;
-    artifact.validation_metrics = BTreeMap::from([
-        ("roc_auc".to_owned(), validation.roc_auc),
-        ("average_precision".to_owned(), validation.average_precision),
-        (
-            "precision_at_100_per_day".to_owned(),
-            validation.precision_at_100_per_day,
-        ),
-    ]);
+    artifact.test = Some(model::PeriodMetrics {
+        from_ms: to_ms,
+        to_ms: validation_end(&scored),
+        rows: validation.rows as u64,
+        positives: validation.positives as u64,
+        metrics: BTreeMap::from([
+            ("roc_auc".to_owned(), validation.roc_auc),
+            ("average_precision".to_owned(), validation.average_precision),
+            (
+                "precision_at_100_per_day".to_owned(),
+                validation.precision_at_100_per_day,
+            ),
+        ]),
+    });
     artifact.version = artifact.compute_version()?;
     Ok(Trained {
         artifact,
         validation,
     })
+}
+
+/// Just past the newest scored payment.
+fn validation_end(scored: &[(i64, f64, bool)]) -> i64 {
+    scored.iter().map(|r| r.0).max().map_or(0, |t| t + 1)
 }

@@ -37,9 +37,9 @@ fn scoring_does_not_allocate() {
     const COLS: usize = 20;
     let (x, y) = synthetic(8_000, COLS, 7);
     let rows: Vec<Vec<f64>> = x.rows().into_iter().map(|r| r.to_vec()).collect();
-    for algo in [Algo::Logistic, Algo::Forest] {
+    for algo in Algo::ALL {
         let p = TrainParams {
-            algo,
+            algo: Some(algo),
             trees: 20,
             threads: 1,
             ..TrainParams::default()

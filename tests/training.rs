@@ -29,7 +29,7 @@ fn a_forest_trained_on_simulated_payments_ranks_a_later_period_well() {
         has_label_reported_at: report.has_label_reported_at,
     };
     let params = TrainParams {
-        algo: Algo::Forest,
+        algo: Some(Algo::Forest),
         trees: 30,
         ..TrainParams::default()
     };
@@ -53,9 +53,75 @@ fn a_forest_trained_on_simulated_payments_ranks_a_later_period_well() {
         v.average_precision
     );
     assert!(v.roc_auc > 0.95, "ROC AUC {:.3}", v.roc_auc);
-    assert_eq!(
-        trained.artifact.validation_metrics["average_precision"],
-        v.average_precision
-    );
+    let test = trained.artifact.test.as_ref().unwrap();
+    assert_eq!(test.metrics["average_precision"], v.average_precision);
+    assert_eq!((test.from_ms, test.rows), (period.1, v.rows as u64));
+    // The holdout that calibrated the model is the end of the training period.
+    assert!(trained.artifact.validation_rows > 0);
+    assert!(trained.artifact.validation_metrics["average_precision"] > 0.3);
     assert_eq!(trained.artifact.training_period.from_ms, period.0);
+}
+
+fn fengkong(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fengkong"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 22: the same file, parameters and seed give the same artifact bytes whatever the
+/// number of threads, and the artifact names the file it came from.
+#[test]
+fn fengkong_train_twice_gives_identical_files_and_says_what_it_chose() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.csv");
+    let sim = SimConfig {
+        payments: 12_000,
+        seed: 8,
+        days: 30,
+        ..SimConfig::default()
+    };
+    simulate_to_file(&sim, &events).unwrap();
+    let train = |threads: &str, out: &Path| {
+        let (ok, stdout, stderr) = fengkong(&[
+            "train",
+            "--events",
+            events.to_str().unwrap(),
+            "--train-from",
+            "2026-03-01",
+            "--train-to",
+            "2026-03-22",
+            "--threads",
+            threads,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(ok, "{stderr}");
+        (stdout, stderr)
+    };
+    let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+    let (stdout, stderr) = train("1", &a);
+    train("2", &b);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+
+    let artifact: serde_json::Value = serde_json::from_slice(&std::fs::read(&a).unwrap()).unwrap();
+    use sha2::Digest;
+    let file_hash = hex::encode(sha2::Sha256::digest(std::fs::read(&events).unwrap()));
+    assert_eq!(artifact["params"]["data_file_sha256"], file_hash.as_str());
+    // One version throughout, and the table of candidates with the chosen one marked.
+    let version = artifact["version"].as_str().unwrap();
+    assert!(stdout.contains(&format!("wrote {version}")), "{stdout}");
+    assert!(!stderr.contains("done:"), "{stderr}");
+    let algo = artifact["algo"].as_str().unwrap();
+    assert!(stdout.contains(&format!("* {algo}")), "{stdout}");
+    for learner in ["logistic", "forest", "gbdt"] {
+        assert!(stdout.contains(learner), "{learner} missing from\n{stdout}");
+    }
+    assert!(stderr.contains("holdout"), "{stderr}");
 }

@@ -12,14 +12,16 @@ use super::train::{Algo, TrainParams};
 use super::ModelError;
 
 /// The only layout this build reads; bump it whenever a field changes meaning.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: gradient-boosted trees, Platt calibration, categorical encodings, candidate table,
+/// forest node values as probabilities.
+pub const FORMAT_VERSION: u32 = 2;
 
-/// A model file larger than this is refused before parsing: a 1000-tree depth-12 forest is
-/// well under it, so anything bigger is a wrong path or a runaway export.
+/// A model file larger than this is refused before parsing: a 100-tree unpruned forest on a
+/// million rows is well under it, so anything bigger is a wrong path or a runaway export.
 const MAX_FILE_BYTES: u64 = 512 * 1024 * 1024;
 
-/// More nodes than this in one tree cannot come from `train` (depth is capped at 30 but
-/// leaves need `min_samples_leaf` rows) and would only waste memory at load.
+/// More nodes than this in one tree cannot come from `train` (a tree has fewer leaves than
+/// training rows) and would only waste memory at load.
 const MAX_NODES_PER_TREE: usize = 1 << 22;
 
 /// Marks a leaf in [`TreeArrays::feature`].
@@ -31,6 +33,7 @@ pub struct ModelArtifact {
     pub format_version: u32,
     /// `"<algo>-<first 12 hex of sha256 of the canonical JSON with this field empty>"`.
     pub version: String,
+    /// The learner this file holds (with `params.algo` = None, the one `train` picked).
     pub algo: Algo,
     pub params: TrainParams,
     /// Ordered: position `i` is the `i`-th value of the engine's feature vector.
@@ -38,13 +41,26 @@ pub struct ModelArtifact {
     pub training_period: TrainingPeriod,
     /// sha256 over feature names, the matrix (f64 little-endian, row-major) and labels.
     pub data_sha256: String,
+    /// Rows the learner was fitted on: the training period minus its holdout.
     pub train_rows: u64,
     pub train_positives: u64,
+    /// The holdout: the last `validation_fraction` of the training period, in time order. It
+    /// chose the learner, its hyper-parameters and early stopping, and fitted the calibration.
     pub validation_rows: u64,
     pub validation_positives: u64,
+    /// The chosen model on the holdout: average_precision, roc_auc, log_loss, brier,
+    /// base_rate, mean_score (all after calibration).
     #[serde(deserialize_with = "de_map_f64")]
     pub validation_metrics: BTreeMap<String, f64>,
+    /// Every learner tried, on the same holdout, in the order tried.
+    pub candidates: Vec<Candidate>,
+    /// Metrics on a later period the model never saw (`fengkong train`: after `--train-to`).
+    pub test: Option<PeriodMetrics>,
     pub created_at_ms: i64,
+    /// Applied to the learner's raw log-odds; see [`Platt`].
+    pub calibration: Platt,
+    /// Categorical columns, each replaced by its learned encoding before the learner sees it.
+    pub categorical: Vec<CategoryEncoding>,
     pub body: ModelBody,
 }
 
@@ -54,11 +70,69 @@ pub struct TrainingPeriod {
     pub to_ms: i64,
 }
 
+/// One learner's result on the holdout, after its own calibration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub algo: Algo,
+    #[serde(deserialize_with = "de_f64")]
+    pub average_precision: f64,
+    #[serde(deserialize_with = "de_f64")]
+    pub roc_auc: f64,
+    #[serde(deserialize_with = "de_f64")]
+    pub log_loss: f64,
+    /// What was fitted, in words ("100 trees, 41,213 nodes").
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeriodMetrics {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub rows: u64,
+    pub positives: u64,
+    #[serde(deserialize_with = "de_map_f64")]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// `calibrated = a · raw + b` on the learner's raw log-odds, fitted on the holdout. Being
+/// affine in log-odds it keeps explanations additive: every contribution is scaled by `a` and
+/// the base value becomes `a · base + b`, so the reasons still add up to the score.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Platt {
+    #[serde(deserialize_with = "de_f64")]
+    pub a: f64,
+    #[serde(deserialize_with = "de_f64")]
+    pub b: f64,
+}
+
+impl Platt {
+    pub const IDENTITY: Platt = Platt { a: 1.0, b: 0.0 };
+}
+
+/// A categorical column's values are category codes (stable non-negative integers); the
+/// learners see instead the smoothed fraud log-odds of the code in the fitting rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CategoryEncoding {
+    pub feature: usize,
+    /// Codes seen in the fitting rows, ascending.
+    #[serde(deserialize_with = "de_vec_f64")]
+    pub codes: Vec<f64>,
+    /// `ln((fraud + m·prior) / (genuine + m·(1 - prior)))` per code, `m` = `prior_weight`.
+    #[serde(deserialize_with = "de_vec_f64")]
+    pub values: Vec<f64>,
+    /// For a code never seen in training: the prior log-odds.
+    #[serde(deserialize_with = "de_f64")]
+    pub unseen: f64,
+    #[serde(deserialize_with = "de_f64")]
+    pub prior_weight: f64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ModelBody {
     Logistic(LogisticBody),
     Forest(ForestBody),
+    Gbdt(GbdtBody),
 }
 
 /// `raw = bias + Σ weight_i · z_i` with `z_i = (t(x_i) - mean_i) / std_i`, `t` = log1p or identity.
@@ -67,7 +141,7 @@ pub struct LogisticBody {
     pub scaling: Vec<FeatureScaling>,
     #[serde(deserialize_with = "de_vec_f64")]
     pub weights: Vec<f64>,
-    /// Already corrected for positive-row replication (class weight): calibrated log-odds.
+    /// Already corrected for positive-row replication (class weight).
     #[serde(deserialize_with = "de_f64")]
     pub bias: f64,
     /// Each positive row was fed to the optimiser this many times (integer class weight).
@@ -85,32 +159,40 @@ pub struct FeatureScaling {
     pub std: f64,
 }
 
-/// `raw = log_odds_shift + mean over trees of the reached leaf's value`.
+/// A random forest as scikit-learn grows it: `p = mean over trees of the reached leaf's
+/// fraud fraction`, `raw = logit(p)` (clamped to [1e-6, 1 - 1e-6]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ForestBody {
-    pub sampling: Sampling,
-    /// Intercept that makes the mean training score equal the training fraud rate; already
-    /// included in `log_odds_shift`, kept separately for audit.
-    #[serde(deserialize_with = "de_f64")]
-    pub calibration_shift: f64,
-    /// `ln(rate) + calibration_shift`: `ln(rate)` undoes the class-balanced sampling, i.e.
-    /// `p' = p / (p + (1 - p) / rate)`.
-    #[serde(deserialize_with = "de_f64")]
-    pub log_odds_shift: f64,
+    /// Features drawn at random for each split.
+    pub features_per_split: usize,
+    /// Bootstrap rows drawn (with replacement) for each tree.
+    pub samples_per_tree: usize,
+    /// Node values are the fraction of fraud among the tree's bootstrap rows at the node.
     pub trees: Vec<TreeArrays>,
 }
 
-/// How each tree's training rows were drawn (with replacement) from the training split.
+/// Gradient-boosted trees (forust-ml): `raw = base_score + Σ over trees of the reached
+/// leaf's value`. Internal node values are the hessian-weighted mean of their children.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sampling {
-    pub positives_per_tree: u64,
-    pub negatives_per_tree: u64,
-    /// (negatives drawn / negatives available) / (positives drawn / positives available).
+pub struct GbdtBody {
     #[serde(deserialize_with = "de_f64")]
-    pub rate: f64,
-    /// Weight linfa gave each positive row when choosing splits (not used for node values).
+    pub base_score: f64,
     #[serde(deserialize_with = "de_f64")]
-    pub positive_weight: f64,
+    pub learning_rate: f64,
+    pub max_depth: usize,
+    /// Every depth tried, with the number of trees early stopping kept and its holdout scores.
+    pub search: Vec<GbdtTrial>,
+    pub trees: Vec<TreeArrays>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GbdtTrial {
+    pub max_depth: usize,
+    pub trees: usize,
+    #[serde(deserialize_with = "de_f64")]
+    pub log_loss: f64,
+    #[serde(deserialize_with = "de_f64")]
+    pub average_precision: f64,
 }
 
 /// One tree as parallel arrays; node 0 is the root and children always have larger indices,
@@ -124,7 +206,8 @@ pub struct TreeArrays {
     pub threshold: Vec<f64>,
     pub left: Vec<u32>,
     pub right: Vec<u32>,
-    /// Smoothed log-odds of the positive class among the tree's sample rows reaching the node.
+    /// The node's prediction (forest: fraud fraction; gbdt: log-odds increment); at an
+    /// internal node, what the tree predicts before the split (the path attribution's base).
     #[serde(deserialize_with = "de_vec_f64")]
     pub value: Vec<f64>,
 }
@@ -147,6 +230,26 @@ fn de_map_f64<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, 
         .collect())
 }
 
+/// The learners `train` compared, one line each, the chosen one marked.
+pub fn candidates_table(a: &ModelArtifact) -> String {
+    let mut out = format!(
+        "holdout: last {} rows of the training period ({} fraud)\n  {:<10} {:>8} {:>8} {:>9}  fitted\n",
+        a.validation_rows, a.validation_positives, "learner", "avg prec", "ROC AUC", "log loss"
+    );
+    for c in &a.candidates {
+        let mark = if c.algo == a.algo { "*" } else { " " };
+        out.push_str(&format!(
+            "{mark} {:<10} {:>8.4} {:>8.4} {:>9.5}  {}\n",
+            c.algo.name(),
+            c.average_precision,
+            c.roc_auc,
+            c.log_loss,
+            c.summary
+        ));
+    }
+    out
+}
+
 impl ModelArtifact {
     pub fn version(&self) -> &str {
         &self.version
@@ -163,11 +266,7 @@ impl ModelArtifact {
         blank.version = String::new();
         let json = serde_json::to_vec(&blank).map_err(|e| ModelError::Serialize(e.to_string()))?;
         let digest = hex::encode(Sha256::digest(&json));
-        let algo = match self.algo {
-            Algo::Logistic => "logistic",
-            Algo::Forest => "forest",
-        };
-        Ok(format!("{algo}-{}", &digest[..12]))
+        Ok(format!("{}-{}", self.algo.name(), &digest[..12]))
     }
 
     /// Writes to a temporary file in the same directory, fsyncs it, then renames over `path`,
@@ -341,14 +440,59 @@ impl ModelArtifact {
         for (k, v) in &self.validation_metrics {
             finite(*v, || format!("validation_metrics.{k}"))?;
         }
+        let Platt { a, b } = self.calibration;
+        finite(a, || "calibration.a".into())?;
+        finite(b, || "calibration.b".into())?;
+        if a <= 0.0 {
+            return Err(ModelError::BadShape(format!(
+                "calibration.a must be positive (got {a})"
+            )));
+        }
+        validate_categorical(&self.categorical, n)?;
         match (&self.body, self.algo) {
             (ModelBody::Logistic(b), Algo::Logistic) => validate_logistic(b, n),
-            (ModelBody::Forest(b), Algo::Forest) => validate_forest(b, n),
+            (ModelBody::Forest(b), Algo::Forest) => validate_trees("forest", &b.trees, n, true),
+            (ModelBody::Gbdt(b), Algo::Gbdt) => {
+                finite(b.base_score, || "gbdt.base_score".into())?;
+                validate_trees("gbdt", &b.trees, n, false)
+            }
             _ => Err(ModelError::BadShape(
                 "algo does not match model body".into(),
             )),
         }
     }
+}
+
+fn validate_categorical(encodings: &[CategoryEncoding], n: usize) -> Result<(), ModelError> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, e) in encodings.iter().enumerate() {
+        if e.feature >= n || !seen.insert(e.feature) {
+            return Err(ModelError::BadShape(format!(
+                "categorical[{i}].feature {} is out of range or repeated",
+                e.feature
+            )));
+        }
+        if e.codes.len() != e.values.len() {
+            return Err(ModelError::BadShape(format!(
+                "categorical[{i}] has {} codes but {} values",
+                e.codes.len(),
+                e.values.len()
+            )));
+        }
+        finite(e.unseen, || format!("categorical[{i}].unseen"))?;
+        finite(e.prior_weight, || format!("categorical[{i}].prior_weight"))?;
+        for (j, (c, v)) in e.codes.iter().zip(&e.values).enumerate() {
+            finite(*c, || format!("categorical[{i}].codes[{j}]"))?;
+            finite(*v, || format!("categorical[{i}].values[{j}]"))?;
+        }
+        // Lookup is a binary search.
+        if e.codes.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(ModelError::BadShape(format!(
+                "categorical[{i}].codes must be strictly ascending"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn finite(v: f64, field: impl FnOnce() -> String) -> Result<(), ModelError> {
@@ -383,23 +527,37 @@ fn validate_logistic(b: &LogisticBody, n: usize) -> Result<(), ModelError> {
     Ok(())
 }
 
-fn validate_forest(b: &ForestBody, n: usize) -> Result<(), ModelError> {
-    finite(b.log_odds_shift, || "forest.log_odds_shift".into())?;
-    finite(b.calibration_shift, || "forest.calibration_shift".into())?;
-    finite(b.sampling.rate, || "forest.sampling.rate".into())?;
-    finite(b.sampling.positive_weight, || {
-        "forest.sampling.positive_weight".into()
-    })?;
-    if b.trees.is_empty() {
-        return Err(ModelError::BadShape("forest has no trees".into()));
+/// `probabilities`: node values are fractions, so they must lie in [0, 1].
+fn validate_trees(
+    kind: &str,
+    trees: &[TreeArrays],
+    n: usize,
+    probabilities: bool,
+) -> Result<(), ModelError> {
+    if trees.is_empty() {
+        return Err(ModelError::BadShape(format!("{kind} has no trees")));
     }
-    for (t, tree) in b.trees.iter().enumerate() {
-        validate_tree(t, tree, n)?;
+    for (t, tree) in trees.iter().enumerate() {
+        validate_tree(kind, t, tree, n)?;
+        if probabilities {
+            if let Some(i) = tree.value.iter().position(|v| !(0.0..=1.0).contains(v)) {
+                return Err(ModelError::BadTree {
+                    tree: t,
+                    node: i,
+                    reason: format!("value {} is not a fraction", tree.value[i]),
+                });
+            }
+        }
     }
     Ok(())
 }
 
-fn validate_tree(t: usize, tree: &TreeArrays, n_features: usize) -> Result<(), ModelError> {
+fn validate_tree(
+    kind: &str,
+    t: usize,
+    tree: &TreeArrays,
+    n_features: usize,
+) -> Result<(), ModelError> {
     let len = tree.feature.len();
     let bad = |node: usize, reason: String| ModelError::BadTree {
         tree: t,
@@ -420,7 +578,7 @@ fn validate_tree(t: usize, tree: &TreeArrays, n_features: usize) -> Result<(), M
     // shared subtrees, which would double-count Saabas credit.
     let mut has_parent = vec![false; len];
     for i in 0..len {
-        finite(tree.value[i], || format!("forest.trees[{t}].value[{i}]"))?;
+        finite(tree.value[i], || format!("{kind}.trees[{t}].value[{i}]"))?;
         let f = tree.feature[i];
         if f == LEAF {
             continue;
@@ -432,7 +590,7 @@ fn validate_tree(t: usize, tree: &TreeArrays, n_features: usize) -> Result<(), M
             ));
         }
         finite(tree.threshold[i], || {
-            format!("forest.trees[{t}].threshold[{i}]")
+            format!("{kind}.trees[{t}].threshold[{i}]")
         })?;
         for child in [tree.left[i] as usize, tree.right[i] as usize] {
             if child <= i || child >= len {

@@ -1,31 +1,43 @@
-//! Offline training with linfa: logistic regression or a class-balanced random forest, turned
-//! into a [`ModelArtifact`] with validation metrics on a time-ordered holdout.
+//! Offline training: logistic regression (linfa), a random forest and gradient-boosted trees
+//! (forust-ml), each fitted on the training rows minus a time-ordered holdout, calibrated on
+//! that holdout, and compared on it; the result is a [`ModelArtifact`].
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 
 use linfa::prelude::*;
 use linfa::DatasetBase;
 use linfa_logistic::LogisticRegression;
-use linfa_trees::{DecisionTree, SplitQuality, TreeNode};
 use ndarray::{Array1, Array2, ArrayView2, Axis};
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::artifact::{
-    FeatureScaling, ForestBody, LogisticBody, ModelArtifact, ModelBody, Sampling, TrainingPeriod,
-    TreeArrays, FORMAT_VERSION, LEAF,
+    Candidate, CategoryEncoding, FeatureScaling, ForestBody, LogisticBody, ModelArtifact,
+    ModelBody, Platt, TrainingPeriod, FORMAT_VERSION,
 };
-use super::ModelError;
+use super::forest::{fit_forest, ForestPlan};
+use super::gbdt::{fit_gbdt, GbdtParams};
+use super::infer::Scorer;
+use super::{categorical, ModelError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Algo {
     Logistic,
     Forest,
+    Gbdt,
+}
+
+impl Algo {
+    pub const ALL: [Algo; 3] = [Algo::Logistic, Algo::Forest, Algo::Gbdt];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Algo::Logistic => "logistic",
+            Algo::Forest => "forest",
+            Algo::Gbdt => "gbdt",
+        }
+    }
 }
 
 /// An automatic positive-class weight above this mostly amplifies label noise in the few
@@ -35,47 +47,56 @@ const MAX_AUTO_CLASS_WEIGHT: f64 = 50.0;
 /// Training knobs plus the provenance recorded verbatim in the artifact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainParams {
-    pub algo: Algo,
+    /// None: train every learner and keep the one with the best holdout average precision.
+    pub algo: Option<Algo>,
     pub seed: u64,
+    /// Feature indices whose values are category codes (see [`CategoryEncoding`]).
+    pub categorical: Vec<usize>,
     /// Logistic: L2 penalty `alpha/2 · |w|²` on the summed (not averaged) log-loss.
     pub l2: f64,
     pub max_iter: u64,
+    /// Logistic: weight of a positive row relative to a negative one. None = auto:
+    /// negatives/positives, capped at 50.
+    pub class_weight_positive: Option<f64>,
     /// Forest: number of trees.
     pub trees: usize,
-    pub max_depth: usize,
+    /// Forest: None grows every tree until its leaves are pure (scikit-learn's default).
+    pub max_depth: Option<usize>,
     pub min_samples_leaf: usize,
-    /// Fraction of features each tree may split on (linfa subsamples per tree, not per split).
-    pub feature_fraction: f64,
-    /// Forest: rows drawn (with replacement) per tree; bounds training time on big matrices.
-    pub max_samples_per_tree: usize,
-    /// Forest: negatives drawn per positive drawn, i.e. the balanced bootstrap's class mix.
-    pub negatives_per_positive: f64,
-    /// Weight of a positive row relative to a negative one. None = auto: negatives/positives
-    /// (in each tree's sample for the forest, overall for logistic), capped at 50.
-    pub class_weight_positive: Option<f64>,
-    /// The last (most recent) fraction of rows is held out for validation metrics and not
-    /// trained on; 0 disables validation.
+    /// Forest: features drawn at each split; 0 = sqrt(features), scikit-learn's default.
+    pub features_per_split: usize,
+    /// Forest: bootstrap rows per tree; 0 = as many as there are fitting rows.
+    pub samples_per_tree: usize,
+    pub gbdt: GbdtParams,
+    /// The last (most recent) fraction of rows is the holdout: it picks the learner and its
+    /// hyper-parameters, stops the boosting and fits the calibration; nothing is fitted on it.
     pub validation_fraction: f64,
-    /// Worker threads for the forest; 0 = all cores.
+    /// Worker threads; 0 = all cores. Not recorded: the model does not depend on it.
+    #[serde(skip)]
     pub threads: usize,
     pub training_period: TrainingPeriod,
+    /// An input like the others (`fengkong train` uses the newest event time in its data
+    /// file), so the same data and parameters give the same bytes.
     pub created_at_ms: i64,
+    /// sha256 of the file the rows were replayed from, when there is one.
+    pub data_file_sha256: Option<String>,
 }
 
 impl Default for TrainParams {
     fn default() -> Self {
         TrainParams {
-            algo: Algo::Forest,
+            algo: None,
             seed: 42,
+            categorical: Vec::new(),
             l2: 1.0,
             max_iter: 200,
-            trees: 100,
-            max_depth: 8,
-            min_samples_leaf: 20,
-            feature_fraction: 0.5,
-            max_samples_per_tree: 20_000,
-            negatives_per_positive: 3.0,
             class_weight_positive: None,
+            trees: 100,
+            max_depth: None,
+            min_samples_leaf: 1,
+            features_per_split: 0,
+            samples_per_tree: 0,
+            gbdt: GbdtParams::default(),
             validation_fraction: 0.2,
             threads: 0,
             training_period: TrainingPeriod {
@@ -83,12 +104,13 @@ impl Default for TrainParams {
                 to_ms: 0,
             },
             created_at_ms: 0,
+            data_file_sha256: None,
         }
     }
 }
 
 impl TrainParams {
-    fn check(&self) -> Result<(), ModelError> {
+    fn check(&self, cols: usize) -> Result<(), ModelError> {
         let bad = |m: &str| Err(ModelError::InvalidParams(m.to_string()));
         if !(self.l2.is_finite() && self.l2 >= 0.0) {
             return bad("l2 must be finite and >= 0");
@@ -96,39 +118,53 @@ impl TrainParams {
         if self.max_iter == 0 {
             return bad("max_iter must be >= 1");
         }
-        if self.trees == 0 || self.trees > 10_000 {
-            return bad("trees must be in 1..=10000");
-        }
-        if self.max_depth == 0 || self.max_depth > 30 {
-            return bad("max_depth must be in 1..=30");
-        }
-        if self.min_samples_leaf == 0 {
-            return bad("min_samples_leaf must be >= 1");
-        }
-        if !(self.feature_fraction > 0.0 && self.feature_fraction <= 1.0) {
-            return bad("feature_fraction must be in (0, 1]");
-        }
-        if self.max_samples_per_tree < 2 {
-            return bad("max_samples_per_tree must be >= 2");
-        }
-        if !(self.negatives_per_positive.is_finite() && self.negatives_per_positive > 0.0) {
-            return bad("negatives_per_positive must be finite and > 0");
-        }
         if let Some(w) = self.class_weight_positive {
             if !(w.is_finite() && w > 0.0) {
                 return bad("class_weight_positive must be finite and > 0");
             }
         }
-        if !(0.0..0.9).contains(&self.validation_fraction) {
-            return bad("validation_fraction must be in [0, 0.9)");
+        if self.trees == 0 || self.trees > 10_000 {
+            return bad("trees must be in 1..=10000");
         }
-        Ok(())
+        if self.max_depth.is_some_and(|d| d == 0 || d > 200) {
+            return bad("max_depth must be in 1..=200");
+        }
+        if self.min_samples_leaf == 0 {
+            return bad("min_samples_leaf must be >= 1");
+        }
+        if self.features_per_split > cols {
+            return bad("features_per_split must not exceed the number of features");
+        }
+        if !(self.validation_fraction > 0.0 && self.validation_fraction < 0.9) {
+            return bad(
+                "validation_fraction must be in (0, 0.9): the holdout calibrates the model",
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(&c) = self
+            .categorical
+            .iter()
+            .find(|&&c| c >= cols || !seen.insert(c))
+        {
+            return Err(ModelError::InvalidParams(format!(
+                "categorical column {c} is out of range 0..{cols} or repeated"
+            )));
+        }
+        self.gbdt.check()
+    }
+
+    fn threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            t => t,
+        }
     }
 }
 
 /// Trains on `x` (rows = payments in time order, columns = `feature_names`) and labels `y`.
 /// Non-finite values are trained as 0, matching [`super::Scorer::score`]. The most recent
-/// `validation_fraction` of rows is held out and scored for `validation_metrics`.
+/// `validation_fraction` of rows is the holdout; with `params.algo` None every learner is
+/// trained and the best holdout average precision wins.
 pub fn train(
     x: &Array2<f64>,
     y: &[bool],
@@ -136,7 +172,6 @@ pub fn train(
     params: &TrainParams,
     progress: &mut dyn FnMut(&str),
 ) -> Result<ModelArtifact, ModelError> {
-    params.check()?;
     let (rows, cols) = x.dim();
     if rows != y.len() {
         return Err(ModelError::InvalidInput(format!(
@@ -153,6 +188,7 @@ pub fn train(
     if cols > u32::MAX as usize - 1 {
         return Err(ModelError::InvalidInput("too many features".into()));
     }
+    params.check(cols)?;
     progress(&format!("hashing {rows} x {cols} training matrix"));
     let data_sha256 = hash_data(x.view(), y, feature_names);
 
@@ -166,25 +202,68 @@ pub fn train(
     let n_fit = rows - n_val;
     let (x_fit, x_val) = x.view().split_at(Axis(0), n_fit);
     let (y_fit, y_val) = y.split_at(n_fit);
-    let fit_pos = y_fit.iter().filter(|&&b| b).count();
+    let count = |y: &[bool]| y.iter().filter(|&&b| b).count();
+    let (fit_pos, val_pos) = (count(y_fit), count(y_val));
     if fit_pos == 0 || fit_pos == n_fit {
         return Err(ModelError::InvalidInput(format!(
-            "training split of {n_fit} rows has {fit_pos} positives; both classes are needed"
+            "fitting rows ({n_fit}) have {fit_pos} positives; both classes are needed"
+        )));
+    }
+    if val_pos == 0 || val_pos == n_val {
+        return Err(ModelError::InvalidInput(format!(
+            "the holdout (last {n_val} rows) has {val_pos} positives; both classes are needed \
+             to calibrate and compare models (train on a longer period)"
         )));
     }
     progress(&format!(
-        "training {:?} on {n_fit} rows ({fit_pos} positives), validating on {n_val}",
-        params.algo
+        "fitting on {n_fit} rows ({fit_pos} fraud); holdout for choice and calibration: the last {n_val} rows ({val_pos} fraud)"
     ));
+    let (encodings, x_fit_enc) = categorical::fit(x_fit, y_fit, &params.categorical);
+    if !encodings.is_empty() {
+        let codes: usize = encodings.iter().map(|e| e.codes.len()).sum();
+        progress(&format!(
+            "categorical: {} columns, {codes} codes encoded as smoothed fraud log-odds",
+            encodings.len()
+        ));
+    }
+    let x_val_enc = categorical::apply(x_val, &encodings);
+    let fit = (x_fit_enc.view(), y_fit);
+    let val = (x_val, x_val_enc.view(), y_val);
 
-    let body = match params.algo {
-        Algo::Logistic => ModelBody::Logistic(train_logistic(x_fit, y_fit, params, progress)?),
-        Algo::Forest => ModelBody::Forest(train_forest(x_fit, y_fit, params, progress)?),
-    };
-    let mut artifact = ModelArtifact {
+    let algos = params.algo.map_or(Algo::ALL.to_vec(), |a| vec![a]);
+    let mut best: Option<(Candidate, ModelBody, Platt, BTreeMap<String, f64>)> = None;
+    let mut candidates = Vec::new();
+    for algo in algos {
+        let body = fit_body(algo, fit, val, params, progress)?;
+        let (candidate, platt, metrics) = judge(algo, &body, &encodings, val, cols)?;
+        progress(&format!(
+            "{}: holdout average precision {:.4}, ROC AUC {:.4}, log loss {:.5} ({})",
+            algo.name(),
+            candidate.average_precision,
+            candidate.roc_auc,
+            candidate.log_loss,
+            candidate.summary
+        ));
+        candidates.push(candidate.clone());
+        if best
+            .as_ref()
+            .is_none_or(|(b, ..)| candidate.average_precision > b.average_precision)
+        {
+            best = Some((candidate, body, platt, metrics));
+        }
+    }
+    let (chosen, body, calibration, validation_metrics) =
+        best.ok_or_else(|| ModelError::Fit("no learner was trained".into()))?;
+    if candidates.len() > 1 {
+        progress(&format!(
+            "chose {}: best holdout average precision",
+            chosen.algo.name()
+        ));
+    }
+    let artifact = ModelArtifact {
         format_version: FORMAT_VERSION,
         version: String::new(),
-        algo: params.algo,
+        algo: chosen.algo,
         params: params.clone(),
         feature_names: feature_names.to_vec(),
         training_period: params.training_period,
@@ -192,64 +271,235 @@ pub fn train(
         train_rows: n_fit as u64,
         train_positives: fit_pos as u64,
         validation_rows: n_val as u64,
-        validation_positives: y_val.iter().filter(|&&b| b).count() as u64,
-        validation_metrics: BTreeMap::new(),
+        validation_positives: val_pos as u64,
+        validation_metrics,
+        candidates,
+        test: None,
         created_at_ms: params.created_at_ms,
+        calibration,
+        categorical: encodings,
         body,
     };
+    let mut artifact = artifact;
     artifact.validate()?;
-    if n_val > 0 {
-        progress("scoring validation rows");
-        artifact.validation_metrics = validation_metrics(&artifact, x_val, y_val);
-    }
     artifact.version = artifact.compute_version()?;
-    progress(&format!("done: {}", artifact.version));
     Ok(artifact)
 }
 
-fn hash_data(x: ArrayView2<f64>, y: &[bool], names: &[String]) -> String {
-    let mut h = Sha256::new();
-    for n in names {
-        h.update((n.len() as u64).to_le_bytes());
-        h.update(n.as_bytes());
-    }
-    let mut buf = Vec::with_capacity(x.ncols() * 8);
-    for row in x.rows() {
-        buf.clear();
-        row.iter()
-            .for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
-        h.update(&buf);
-    }
-    let labels: Vec<u8> = y.iter().map(|&b| b as u8).collect();
-    h.update(&labels);
-    hex::encode(h.finalize())
+/// Fitting rows (encoded) and their labels.
+type FitRows<'a> = (ArrayView2<'a, f64>, &'a [bool]);
+/// Holdout rows (as the engine sends them, and encoded) and their labels.
+type Holdout<'a> = (ArrayView2<'a, f64>, ArrayView2<'a, f64>, &'a [bool]);
+
+fn fit_body(
+    algo: Algo,
+    (x_fit, y_fit): FitRows,
+    (_, x_val_enc, y_val): Holdout,
+    params: &TrainParams,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ModelBody, ModelError> {
+    let threads = params.threads();
+    Ok(match algo {
+        Algo::Logistic => ModelBody::Logistic(train_logistic(x_fit, y_fit, params, progress)?),
+        Algo::Forest => {
+            let cols = x_fit.ncols();
+            let plan = ForestPlan {
+                trees: params.trees,
+                features_per_split: match params.features_per_split {
+                    0 => ((cols as f64).sqrt() as usize).max(1),
+                    k => k,
+                },
+                samples_per_tree: match params.samples_per_tree {
+                    0 => y_fit.len(),
+                    k => k,
+                },
+                max_depth: params.max_depth,
+                min_samples_leaf: params.min_samples_leaf,
+                seed: params.seed,
+                threads,
+            };
+            progress(&format!(
+                "forest: {} trees, {} of {cols} features per split, {} bootstrap rows per tree, {}",
+                plan.trees,
+                plan.features_per_split,
+                plan.samples_per_tree,
+                plan.max_depth
+                    .map_or("grown until pure".to_string(), |d| format!("depth <= {d}"))
+            ));
+            ModelBody::Forest(ForestBody {
+                features_per_split: plan.features_per_split,
+                samples_per_tree: plan.samples_per_tree,
+                trees: fit_forest(x_fit, y_fit, &plan, progress)?,
+            })
+        }
+        Algo::Gbdt => ModelBody::Gbdt(fit_gbdt(
+            x_fit,
+            y_fit,
+            x_val_enc,
+            y_val,
+            &params.gbdt,
+            params.seed,
+            threads,
+            progress,
+        )?),
+    })
 }
 
-/// Log loss, Brier score and base rate on the holdout; ranking metrics (AP, AUC) are left to
-/// the caller's `quality` module so there is one implementation of each.
-fn validation_metrics(a: &ModelArtifact, x: ArrayView2<f64>, y: &[bool]) -> BTreeMap<String, f64> {
-    let scorer = a.scorer();
-    let mut contrib = vec![0.0; a.feature_names.len()];
-    let (mut ll, mut brier, mut pos, mut sum_p) = (0.0, 0.0, 0.0, 0.0);
-    for (row, &label) in x.rows().into_iter().zip(y) {
-        let p = match row.as_slice() {
-            Some(s) => scorer.score(s, &mut contrib),
-            None => scorer.score(&row.to_vec(), &mut contrib),
-        };
-        let t = if label { 1.0 } else { 0.0 };
-        let pc = p.clamp(1e-15, 1.0 - 1e-15);
-        ll -= t * pc.ln() + (1.0 - t) * (1.0 - pc).ln();
-        brier += (p - t) * (p - t);
-        pos += t;
-        sum_p += p;
+/// Calibrates a fitted body on the holdout and scores it there as production will.
+fn judge(
+    algo: Algo,
+    body: &ModelBody,
+    encodings: &[CategoryEncoding],
+    (x_val, _, y_val): Holdout,
+    cols: usize,
+) -> Result<(Candidate, Platt, BTreeMap<String, f64>), ModelError> {
+    let uncalibrated = Scorer::build(cols, body, Platt::IDENTITY, encodings);
+    let raw = raw_rows(&uncalibrated, x_val);
+    let platt = fit_platt(&raw, y_val);
+    let p: Vec<f64> = raw
+        .iter()
+        .map(|&r| sigmoid(platt.a * r + platt.b))
+        .collect();
+    let ap = average_precision(&p, y_val)?;
+    let auc = crate::quality::roc_auc(&p, y_val).map_err(|e| ModelError::Fit(e.to_string()))?;
+    let ll = log_loss(&p, y_val);
+    let n = y_val.len().max(1) as f64;
+    let metrics = BTreeMap::from([
+        ("average_precision".to_string(), ap),
+        ("roc_auc".to_string(), auc),
+        ("log_loss".to_string(), ll),
+        (
+            "brier".to_string(),
+            p.iter()
+                .zip(y_val)
+                .map(|(&q, &l)| (q - f64::from(u8::from(l))).powi(2))
+                .sum::<f64>()
+                / n,
+        ),
+        (
+            "base_rate".to_string(),
+            y_val.iter().filter(|&&l| l).count() as f64 / n,
+        ),
+        ("mean_score".to_string(), p.iter().sum::<f64>() / n),
+    ]);
+    let candidate = Candidate {
+        algo,
+        average_precision: ap,
+        roc_auc: auc,
+        log_loss: ll,
+        summary: summary(body),
+    };
+    Ok((candidate, platt, metrics))
+}
+
+fn summary(body: &ModelBody) -> String {
+    let nodes = |t: &[super::TreeArrays]| t.iter().map(|t| t.feature.len()).sum::<usize>();
+    match body {
+        ModelBody::Logistic(l) => format!(
+            "{} weights, positives repeated {}x",
+            l.weights.len(),
+            l.positive_replication
+        ),
+        ModelBody::Forest(f) => format!("{} trees, {} nodes", f.trees.len(), nodes(&f.trees)),
+        ModelBody::Gbdt(g) => format!(
+            "{} trees of depth <= {}, {} nodes",
+            g.trees.len(),
+            g.max_depth,
+            nodes(&g.trees)
+        ),
     }
-    let n = y.len().max(1) as f64;
-    BTreeMap::from([
-        ("log_loss".to_string(), ll / n),
-        ("brier".to_string(), brier / n),
-        ("base_rate".to_string(), pos / n),
-        ("mean_score".to_string(), sum_p / n),
-    ])
+}
+
+fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// Raw (uncalibrated unless the scorer is) log-odds of every row.
+fn raw_rows(scorer: &Scorer, x: ArrayView2<f64>) -> Vec<f64> {
+    let mut contrib = vec![0.0; x.ncols()];
+    x.rows()
+        .into_iter()
+        .map(|row| match row.as_slice() {
+            Some(s) => scorer.raw_score(s, &mut contrib),
+            None => scorer.raw_score(&row.to_vec(), &mut contrib),
+        })
+        .collect()
+}
+
+pub(super) fn score_rows(scorer: &Scorer, x: ArrayView2<f64>) -> Vec<f64> {
+    raw_rows(scorer, x).into_iter().map(sigmoid).collect()
+}
+
+pub(super) fn log_loss(p: &[f64], y: &[bool]) -> f64 {
+    let sum: f64 = p
+        .iter()
+        .zip(y)
+        .map(|(&q, &l)| {
+            let q = q.clamp(1e-15, 1.0 - 1e-15);
+            -if l { q.ln() } else { (1.0 - q).ln() }
+        })
+        .sum();
+    sum / y.len().max(1) as f64
+}
+
+pub(super) fn average_precision(p: &[f64], y: &[bool]) -> Result<f64, ModelError> {
+    crate::quality::average_precision(p, y).map_err(|e| ModelError::Fit(e.to_string()))
+}
+
+/// Platt scaling: `a, b` minimising the log loss of `sigmoid(a·raw + b)`, with Platt's
+/// smoothed targets so a separable holdout does not send `a` to infinity. Newton's method on
+/// two parameters, with step halving; `a` is kept positive (a model that ranks the holdout
+/// backwards keeps its ranking and gets a tiny slope rather than being turned around).
+fn fit_platt(raw: &[f64], y: &[bool]) -> Platt {
+    let pos = y.iter().filter(|&&l| l).count() as f64;
+    let neg = y.len() as f64 - pos;
+    let (hi, lo) = ((pos + 1.0) / (pos + 2.0), 1.0 / (neg + 2.0));
+    let target: Vec<f64> = y.iter().map(|&l| if l { hi } else { lo }).collect();
+    let loss = |a: f64, b: f64| -> f64 {
+        raw.iter()
+            .zip(&target)
+            .map(|(&r, &t)| {
+                let z = a * r + b;
+                // log(1 + e^z) - t·z, stable for large |z|
+                z.max(0.0) + (-z.abs()).exp().ln_1p() - t * z
+            })
+            .sum()
+    };
+    let (mut a, mut b) = (1.0, 0.0);
+    let mut current = loss(a, b);
+    for _ in 0..100 {
+        let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 1e-12, 0.0, 1e-12);
+        for (&r, &t) in raw.iter().zip(&target) {
+            let p = sigmoid(a * r + b);
+            let (d, w) = (p - t, p * (1.0 - p));
+            ga += d * r;
+            gb += d;
+            haa += w * r * r;
+            hab += w * r;
+            hbb += w;
+        }
+        let det = haa * hbb - hab * hab;
+        if det.abs() < 1e-300 {
+            break;
+        }
+        let (da, db) = ((hbb * ga - hab * gb) / det, (haa * gb - hab * ga) / det);
+        let mut step = 1.0;
+        let mut improved = false;
+        while step > 1e-10 {
+            let (na, nb) = ((a - step * da).max(1e-6), b - step * db);
+            let l = loss(na, nb);
+            if l < current {
+                (a, b, current) = (na, nb, l);
+                improved = true;
+                break;
+            }
+            step *= 0.5;
+        }
+        if !improved || (da.abs() < 1e-10 && db.abs() < 1e-10) {
+            break;
+        }
+    }
+    Platt { a, b }
 }
 
 fn auto_weight(params: &TrainParams, neg: f64, pos: f64) -> f64 {
@@ -340,272 +590,44 @@ fn standardise(v: f64, s: &FeatureScaling) -> f64 {
     (v - s.mean) / s.std
 }
 
-struct TreePlan {
-    n_pos: usize,
-    n_neg: usize,
-    n_cols: usize,
-    weight: f64,
+fn hash_data(x: ArrayView2<f64>, y: &[bool], names: &[String]) -> String {
+    let mut h = Sha256::new();
+    for n in names {
+        h.update((n.len() as u64).to_le_bytes());
+        h.update(n.as_bytes());
+    }
+    let mut buf = Vec::with_capacity(x.ncols() * 8);
+    for row in x.rows() {
+        buf.clear();
+        row.iter()
+            .for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
+        h.update(&buf);
+    }
+    let labels: Vec<u8> = y.iter().map(|&b| b as u8).collect();
+    h.update(&labels);
+    hex::encode(h.finalize())
 }
 
-fn train_forest(
-    x: ArrayView2<f64>,
-    y: &[bool],
-    params: &TrainParams,
-    progress: &mut dyn FnMut(&str),
-) -> Result<ForestBody, ModelError> {
-    let pos_idx: Vec<usize> = (0..y.len()).filter(|&i| y[i]).collect();
-    let neg_idx: Vec<usize> = (0..y.len()).filter(|&i| !y[i]).collect();
-    let budget = params.max_samples_per_tree.min(y.len());
-    let want_pos = (budget as f64 / (1.0 + params.negatives_per_positive)).ceil() as usize;
-    let n_pos = want_pos.clamp(1, pos_idx.len());
-    let n_neg = ((n_pos as f64 * params.negatives_per_positive).round() as usize)
-        .clamp(1, neg_idx.len().min(budget.saturating_sub(n_pos).max(1)));
-    let plan = TreePlan {
-        n_pos,
-        n_neg,
-        n_cols: ((x.ncols() as f64 * params.feature_fraction).ceil() as usize).clamp(1, x.ncols()),
-        weight: auto_weight(params, n_neg as f64, n_pos as f64),
-    };
-    let rate = (n_neg as f64 / neg_idx.len() as f64) / (n_pos as f64 / pos_idx.len() as f64);
-    progress(&format!(
-        "forest: {} trees, each on {n_pos} positives + {n_neg} negatives (negative rate {rate:.4} \
-         relative to positives), {} of {} features, positive weight {:.2}",
-        params.trees,
-        plan.n_cols,
-        x.ncols(),
-        plan.weight
-    ));
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    let threads = match params.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        t => t,
+    #[test]
+    fn platt_recovers_a_known_slope_and_intercept() {
+        // Labels drawn (deterministically) with probability sigmoid(0.5·r - 2).
+        let raw: Vec<f64> = (0..20_000)
+            .map(|i| f64::from(i % 200) / 20.0 - 5.0)
+            .collect();
+        let y: Vec<bool> = raw
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| {
+                let u = ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64
+                    / (1u64 << 53) as f64;
+                u < sigmoid(0.5 * r - 2.0)
+            })
+            .collect();
+        let p = fit_platt(&raw, &y);
+        assert!((p.a - 0.5).abs() < 0.05 && (p.b + 2.0).abs() < 0.1, "{p:?}");
     }
-    .clamp(1, params.trees);
-    let next = AtomicUsize::new(0);
-    let mut trees: Vec<Option<TreeArrays>> = vec![None; params.trees];
-    let (tx, rx) = mpsc::channel::<(usize, Result<TreeArrays, ModelError>)>();
-    let mut first_err = None;
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            let tx = tx.clone();
-            let (next, plan, pos_idx, neg_idx) = (&next, &plan, &pos_idx, &neg_idx);
-            s.spawn(move || loop {
-                let t = next.fetch_add(1, Ordering::Relaxed);
-                if t >= params.trees {
-                    break;
-                }
-                let r = fit_tree(x, pos_idx, neg_idx, plan, params, t);
-                let failed = r.is_err();
-                if tx.send((t, r)).is_err() || failed {
-                    // Stop handing out work once anything failed.
-                    next.store(params.trees, Ordering::Relaxed);
-                    break;
-                }
-            });
-        }
-        drop(tx);
-        let mut done = 0;
-        for (t, r) in rx {
-            match r {
-                Ok(tree) => {
-                    done += 1;
-                    progress(&format!(
-                        "forest: tree {done}/{} ({} nodes)",
-                        params.trees,
-                        tree.feature.len()
-                    ));
-                    if let Some(slot) = trees.get_mut(t) {
-                        *slot = Some(tree);
-                    }
-                }
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-    });
-    if let Some(e) = first_err {
-        return Err(e);
-    }
-    let trees: Vec<TreeArrays> = trees.into_iter().flatten().collect();
-    if trees.len() != params.trees {
-        return Err(ModelError::Fit("a forest worker stopped early".into()));
-    }
-    progress("forest: calibrating the mean score to the base rate");
-    let calibration = calibration_shift(x, y, &trees, rate.ln(), params.seed);
-    Ok(ForestBody {
-        sampling: Sampling {
-            positives_per_tree: n_pos as u64,
-            negatives_per_tree: n_neg as u64,
-            rate,
-            positive_weight: plan.weight,
-        },
-        calibration_shift: calibration,
-        log_odds_shift: rate.ln() + calibration,
-        trees,
-    })
-}
-
-/// Averaging log-odds over trees (what keeps Saabas additive) is a geometric mean of odds,
-/// which sits below the arithmetic mean, so after the sampling correction the forest still
-/// under-predicts. One intercept fitted so the mean probability over (up to 200k) training
-/// rows equals their fraud rate fixes the level without changing the ranking.
-fn calibration_shift(
-    x: ArrayView2<f64>,
-    y: &[bool],
-    trees: &[TreeArrays],
-    shift: f64,
-    seed: u64,
-) -> f64 {
-    const MAX_ROWS: usize = 200_000;
-    let mut rng = SmallRng::seed_from_u64(seed ^ 0xCA1B);
-    let rows: Vec<usize> = if y.len() <= MAX_ROWS {
-        (0..y.len()).collect()
-    } else {
-        (0..MAX_ROWS)
-            .map(|_| rng.random_range(0..y.len()))
-            .collect()
-    };
-    let inv = 1.0 / trees.len().max(1) as f64;
-    let raw: Vec<f64> = rows
-        .iter()
-        .map(|&r| {
-            let leaf_sum: f64 = trees
-                .iter()
-                .map(|t| {
-                    let mut n = 0usize;
-                    while let (Some(&f), Some(&thr)) = (t.feature.get(n), t.threshold.get(n)) {
-                        if f == LEAF {
-                            break;
-                        }
-                        let v = x[(r, f as usize)];
-                        n = if v <= thr { t.left[n] } else { t.right[n] } as usize;
-                    }
-                    t.value.get(n).copied().unwrap_or(0.0)
-                })
-                .sum();
-            shift + leaf_sum * inv
-        })
-        .collect();
-    let target = rows.iter().filter(|&&r| y[r]).count() as f64 / rows.len().max(1) as f64;
-    let mean_p = |s: f64| {
-        raw.iter()
-            .map(|&z| 1.0 / (1.0 + (-(z + s)).exp()))
-            .sum::<f64>()
-            / raw.len().max(1) as f64
-    };
-    // Mean probability is increasing in the shift: bisect.
-    let (mut lo, mut hi) = (-10.0, 10.0);
-    for _ in 0..60 {
-        let mid = 0.5 * (lo + hi);
-        if mean_p(mid) < target {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    0.5 * (lo + hi)
-}
-
-/// One tree: balanced bootstrap → linfa CART on a feature subset → our flat arrays, with node
-/// values recomputed from the tree's own sample (linfa keeps only the modal class).
-fn fit_tree(
-    x: ArrayView2<f64>,
-    pos_idx: &[usize],
-    neg_idx: &[usize],
-    plan: &TreePlan,
-    params: &TrainParams,
-    t: usize,
-) -> Result<TreeArrays, ModelError> {
-    // Seeded per tree so the forest does not depend on how trees land on threads.
-    let mut rng =
-        SmallRng::seed_from_u64(params.seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut rows = Vec::with_capacity(plan.n_pos + plan.n_neg);
-    rows.extend((0..plan.n_pos).map(|_| pos_idx[rng.random_range(0..pos_idx.len())]));
-    rows.extend((0..plan.n_neg).map(|_| neg_idx[rng.random_range(0..neg_idx.len())]));
-    let mut cols: Vec<usize> =
-        rand::seq::index::sample(&mut rng, x.ncols(), plan.n_cols).into_vec();
-    cols.sort_unstable();
-
-    let sub = x.select(Axis(0), &rows).select(Axis(1), &cols);
-    let labels: Vec<bool> = (0..rows.len()).map(|i| i < plan.n_pos).collect();
-    let weights: Array1<f32> = labels
-        .iter()
-        .map(|&l| if l { plan.weight as f32 } else { 1.0 })
-        .collect();
-    let dataset = DatasetBase::new(sub, Array1::from(labels.clone())).with_weights(weights);
-    let leaf = params.min_samples_leaf as f32;
-    let tree = DecisionTree::<f64, bool>::params()
-        .split_quality(SplitQuality::Gini)
-        .max_depth(Some(params.max_depth))
-        .min_weight_leaf(leaf)
-        .min_weight_split(2.0 * leaf)
-        .fit(&dataset)
-        .map_err(|e| ModelError::Fit(format!("tree {t}: {e}")))?;
-
-    let mut arrays = TreeArrays {
-        feature: Vec::new(),
-        threshold: Vec::new(),
-        left: Vec::new(),
-        right: Vec::new(),
-        value: Vec::new(),
-    };
-    flatten(tree.root_node(), &cols, &mut arrays);
-
-    // Route the sample exactly as linfa's fit did (`<=` goes left) and count classes per node.
-    let mut counts = vec![(0u64, 0u64); arrays.feature.len()];
-    for (r, &label) in rows.iter().zip(&labels) {
-        let mut n = 0usize;
-        loop {
-            let c = &mut counts[n];
-            if label {
-                c.0 += 1;
-            } else {
-                c.1 += 1;
-            }
-            let f = arrays.feature[n];
-            if f == LEAF {
-                break;
-            }
-            n = if x[(*r, f as usize)] <= arrays.threshold[n] {
-                arrays.left[n] as usize
-            } else {
-                arrays.right[n] as usize
-            };
-        }
-    }
-    // Half a count on each side keeps pure leaves finite (Jeffreys prior).
-    arrays.value = counts
-        .iter()
-        .map(|&(p, n)| ((p as f64 + 0.5) / (n as f64 + 0.5)).ln())
-        .collect();
-    Ok(arrays)
-}
-
-/// Pre-order flattening, so every child's index is larger than its parent's.
-fn flatten(node: &TreeNode<f64, bool>, cols: &[usize], out: &mut TreeArrays) -> usize {
-    let i = out.feature.len();
-    out.feature.push(LEAF);
-    out.threshold.push(0.0);
-    out.left.push(0);
-    out.right.push(0);
-    out.value.push(0.0);
-    if node.is_leaf() {
-        return i;
-    }
-    let children = node.children();
-    let (Some(Some(l)), Some(Some(r))) = (children.first(), children.get(1)) else {
-        return i;
-    };
-    let (f, threshold, _) = node.split();
-    let Some(&col) = cols.get(f) else {
-        return i;
-    };
-    let li = flatten(l, cols, out);
-    let ri = flatten(r, cols, out);
-    out.feature[i] = col as i64;
-    out.threshold[i] = threshold;
-    out.left[i] = li as u32;
-    out.right[i] = ri as u32;
-    i
 }
