@@ -326,6 +326,7 @@ fn replay(args: ReplayArgs) -> Result<(), CliError> {
 }
 
 fn train(args: TrainArgs) -> Result<(), CliError> {
+    let started = std::time::Instant::now();
     let (events, options) = load_events(&args.input)?;
     use crate::model::Algo;
     let params = crate::model::TrainParams {
@@ -352,7 +353,7 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
         &options,
         (args.train_from, args.train_to),
         params,
-        &mut |m| eprintln!("{m}"),
+        &mut |m| eprintln!("[{:>7.1}s] {m}", started.elapsed().as_secs_f64()),
     )?;
     trained.artifact.save(&args.out)?;
     print!("{}", crate::model::candidates_table(&trained.artifact));

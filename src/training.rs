@@ -76,7 +76,9 @@ pub struct Trained {
 }
 
 /// Replays all of `events` (so windows see all history before the training period), trains
-/// on the labeled payments in `[from_ms, to_ms)` and validates on those from `to_ms` on.
+/// on the labeled payments in `[from_ms, to_ms)` (whose last part is the holdout that picks and
+/// calibrates the model) and tests on those from `to_ms` on (`Trained::validation`, and the
+/// artifact's `test`).
 pub fn train(
     events: &[LabeledEvent],
     rules_dir: &Path,
