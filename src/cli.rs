@@ -85,7 +85,7 @@ pub struct TrainArgs {
     /// First day (or RFC 3339 time) of the training period, inclusive.
     #[arg(long, value_parser = parse_date)]
     pub train_from: i64,
-    /// End of the training period, exclusive; later payments validate the model.
+    /// End of the training period, exclusive; later payments test the model.
     #[arg(long, value_parser = parse_date)]
     pub train_to: i64,
     /// Learner; without it every learner is trained and the one with the best average
@@ -326,9 +326,9 @@ fn replay(args: ReplayArgs) -> Result<(), CliError> {
 }
 
 fn train(args: TrainArgs) -> Result<(), CliError> {
+    use crate::model::Algo;
     let started = std::time::Instant::now();
     let (events, options) = load_events(&args.input)?;
-    use crate::model::Algo;
     let params = crate::model::TrainParams {
         algo: args.algo.map(|a| match a {
             AlgoArg::Logistic => Algo::Logistic,

@@ -17,6 +17,11 @@ fn params(algo: Algo) -> TrainParams {
     TrainParams {
         algo: Some(algo),
         trees: 60,
+        // Two depths keep the debug-build suite quick; the search itself is what is tested.
+        gbdt: fengkong::model::GbdtParams {
+            max_depths: vec![3, 5],
+            ..Default::default()
+        },
         validation_fraction: 0.2,
         training_period: fengkong::model::TrainingPeriod {
             from_ms: 1_700_000_000_000,

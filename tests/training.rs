@@ -62,19 +62,6 @@ fn a_forest_trained_on_simulated_payments_ranks_a_later_period_well() {
     assert_eq!(trained.artifact.training_period.from_ms, period.0);
 }
 
-fn fengkong(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fengkong"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Issue 22: the same file, parameters and seed give the same artifact bytes whatever the
 /// number of threads, and the artifact names the file it came from.
 #[test]
@@ -89,21 +76,26 @@ fn fengkong_train_twice_gives_identical_files_and_says_what_it_chose() {
     };
     simulate_to_file(&sim, &events).unwrap();
     let train = |threads: &str, out: &Path| {
-        let (ok, stdout, stderr) = fengkong(&[
-            "train",
-            "--events",
-            events.to_str().unwrap(),
-            "--train-from",
-            "2026-03-01",
-            "--train-to",
-            "2026-03-22",
-            "--threads",
-            threads,
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert!(ok, "{stderr}");
-        (stdout, stderr)
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fengkong"))
+            .args([
+                "train",
+                "--events",
+                events.to_str().unwrap(),
+                "--train-from",
+                "2026-03-01",
+                "--train-to",
+                "2026-03-22",
+                "--threads",
+                threads,
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        (text(&out.stdout), text(&out.stderr))
     };
     let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
     let (stdout, stderr) = train("1", &a);

@@ -147,18 +147,14 @@ impl Scorer {
             ),
             ModelBody::Forest(f) => {
                 let inv_trees = 1.0 / f.trees.len().max(1) as f64;
-                let (nodes, roots, root_sum) = flatten(&f.trees);
-                let base = a * forest_logit(root_sum * inv_trees) + b;
                 let combine = Combine::MeanProbability { inv_trees };
-                (base, trees(nodes, roots, root_sum, combine, calibration))
+                tree_kind(&f.trees, combine, calibration)
             }
             ModelBody::Gbdt(g) => {
-                let (nodes, roots, root_sum) = flatten(&g.trees);
-                let base = a * (g.base_score + root_sum) + b;
                 let combine = Combine::Sum {
                     offset: g.base_score,
                 };
-                (base, trees(nodes, roots, root_sum, combine, calibration))
+                tree_kind(&g.trees, combine, calibration)
             }
         };
         Scorer {
@@ -300,20 +296,21 @@ impl Scorer {
     }
 }
 
-fn trees(
-    nodes: Vec<Node>,
-    roots: Vec<u32>,
-    root_sum: f64,
-    combine: Combine,
-    calibration: Platt,
-) -> Kind {
-    Kind::Trees {
+/// The base value and scoring form of a tree ensemble.
+fn tree_kind(trees: &[TreeArrays], combine: Combine, calibration: Platt) -> (f64, Kind) {
+    let (nodes, roots, root_sum) = flatten(trees);
+    let uncalibrated = match combine {
+        Combine::Sum { offset } => offset + root_sum,
+        Combine::MeanProbability { inv_trees } => forest_logit(root_sum * inv_trees),
+    };
+    let kind = Kind::Trees {
         nodes,
         roots,
         root_sum,
         combine,
         calibration,
-    }
+    };
+    (calibration.a * uncalibrated + calibration.b, kind)
 }
 
 /// All trees in one node array (roots at their offsets), and the sum of the root values.

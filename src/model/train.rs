@@ -260,7 +260,7 @@ pub fn train(
             chosen.algo.name()
         ));
     }
-    let artifact = ModelArtifact {
+    let mut artifact = ModelArtifact {
         format_version: FORMAT_VERSION,
         version: String::new(),
         algo: chosen.algo,
@@ -280,7 +280,6 @@ pub fn train(
         categorical: encodings,
         body,
     };
-    let mut artifact = artifact;
     artifact.validate()?;
     artifact.version = artifact.compute_version()?;
     Ok(artifact)
