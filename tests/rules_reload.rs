@@ -7,6 +7,19 @@ mod common;
 use std::time::Duration;
 
 use common::{copy_rules, payment, TestServer};
+
+/// The sample payment from a payer, device and IP of its own, so each is scored from the same
+/// empty history and a change of action can only come from the rules (the model reads one
+/// payer's repeated payments within seconds as card testing).
+fn fresh(id: &str) -> fengkong::proto::ScoreRequest {
+    let mut p = payment(id);
+    if let Some(payer) = p.payer.as_mut() {
+        payer.account_id = format!("payer-{id}");
+    }
+    p.device_id = format!("device-{id}");
+    p.ip = format!("203.0.113.{}", id.bytes().map(u32::from).sum::<u32>() % 250);
+    p
+}
 use fengkong::config::Config;
 use fengkong::proto::{
     get_decision_request::Key, rule_admin_client::RuleAdminClient, GetDecisionRequest,
@@ -42,7 +55,7 @@ async fn reload_by_rpc_and_file_change_with_broken_sets_refused() {
         .await
         .unwrap();
 
-    let first = client.score(payment("r-1")).await.unwrap().into_inner();
+    let first = client.score(fresh("r-1")).await.unwrap().into_inner();
     let unchanged = admin
         .reload_rules(ReloadRulesRequest {})
         .await
@@ -64,7 +77,7 @@ async fn reload_by_rpc_and_file_change_with_broken_sets_refused() {
         "{}",
         err.message()
     );
-    let still = client.score(payment("r-2")).await.unwrap().into_inner();
+    let still = client.score(fresh("r-2")).await.unwrap().into_inner();
     assert_eq!(still.ruleset_version, first.ruleset_version);
 
     // A shadow rule is recorded on the decision but changes nothing.
@@ -80,11 +93,11 @@ async fn reload_by_rpc_and_file_change_with_broken_sets_refused() {
         .into_inner();
     assert!(shadow.changed);
     assert_eq!(shadow.shadow_rules, unchanged.shadow_rules + 1);
-    let scored = client.score(payment("r-3")).await.unwrap().into_inner();
+    let scored = client.score(fresh("r-3")).await.unwrap().into_inner();
     assert_eq!(scored.ruleset_version, shadow.ruleset_version);
     assert_eq!(
         scored.action, first.action,
-        "a shadow rule never changes the action"
+        "a shadow rule never changes the action: {scored:#?}"
     );
     assert!(scored.reasons.iter().all(|r| r.id != "test_big_ticket"));
     let stored = client
