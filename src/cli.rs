@@ -68,11 +68,12 @@ pub struct EventsArgs {
 pub struct ReplayArgs {
     #[command(flatten)]
     pub input: EventsArgs,
+    /// Where to write one CSV row per payment: its label, every feature, risk score, action.
     #[arg(long)]
     pub out: PathBuf,
-    /// Rules folder.
-    #[arg(long, default_value = "rules")]
-    pub rules: PathBuf,
+    /// Rules folder (default: the rule pack built into the binary).
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
     /// Model artifact; adds a `score` column.
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -237,7 +238,16 @@ pub struct ServeArgs {
     /// HTTP address for /metrics (overrides the config file).
     #[arg(long)]
     pub http_listen: Option<SocketAddr>,
-    /// TOML config file; unknown keys are an error.
+    /// Rules folder, watched for changes (default: the rule pack built into the binary).
+    #[arg(long)]
+    pub rules_dir: Option<PathBuf>,
+    /// Model artifact, watched for changes (default: the model built into the binary).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Features file (default: the feature set built into the binary).
+    #[arg(long)]
+    pub features: Option<PathBuf>,
+    /// TOML config file; unknown keys are an error. Flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
@@ -287,8 +297,8 @@ fn progress(what: &str, done: usize, total: usize) {
 
 fn replay(args: ReplayArgs) -> Result<(), CliError> {
     let (events, options) = load_events(&args.input)?;
-    let (_dir, mut engine) = crate::replay::scratch_engine(
-        &args.rules,
+    let (_dir, mut engine) = crate::replay::scratch_engine_with(
+        args.rules.as_deref(),
         args.input.features.as_deref(),
         args.model.as_deref(),
     )?;
@@ -548,6 +558,16 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     if let Some(http) = args.http_listen {
         config.http_listen = http;
     }
+    if let Some(dir) = args.rules_dir {
+        config.rules_dir = Some(dir);
+    }
+    if let Some(model) = args.model {
+        config.model_path = Some(model);
+        config.model_enabled = true;
+    }
+    if let Some(features) = args.features {
+        config.features_file = Some(features);
+    }
     let engine = Engine::open(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -570,12 +590,7 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             .write_all(announce.as_bytes())
             .and_then(|_| stdout.flush());
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
-        let options = crate::server::ServeOptions {
-            commit_gather: Duration::from_micros(config.commit_delay_us),
-            shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
-            watch_rules: config.watch_rules.then(|| config.rules_dir.clone()),
-            watch_model: config.model_path.clone().filter(|_| config.watch_rules),
-        };
+        let options = crate::server::ServeOptions::from_config(&config);
         let listeners = crate::server::Listeners { grpc, http };
         crate::server::run(listeners, engine, options, shutdown_signal()).await?;
         Ok(())

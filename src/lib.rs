@@ -23,6 +23,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod backtest;
+pub mod bundled;
 pub mod cli;
 pub mod commit;
 pub mod config;

@@ -196,15 +196,25 @@ pub fn scratch_engine(
     features_file: Option<&std::path::Path>,
     model: Option<&std::path::Path>,
 ) -> Result<(tempfile::TempDir, Engine), EngineError> {
+    scratch_engine_with(Some(rules_dir), features_file, model)
+}
+
+/// [`scratch_engine`] where no rules folder means the bundled pack.
+pub fn scratch_engine_with(
+    rules_dir: Option<&std::path::Path>,
+    features_file: Option<&std::path::Path>,
+    model: Option<&std::path::Path>,
+) -> Result<(tempfile::TempDir, Engine), EngineError> {
     let dir = tempfile::tempdir().map_err(|e| EngineError::Open {
         path: std::env::temp_dir(),
         reason: e.to_string(),
     })?;
     let config = crate::config::Config {
         data_dir: dir.path().to_owned(),
-        rules_dir: rules_dir.to_owned(),
+        rules_dir: rules_dir.map(ToOwned::to_owned),
         features_file: features_file.map(ToOwned::to_owned),
         model_path: model.map(ToOwned::to_owned),
+        model_enabled: model.is_some(),
         // The store is thrown away after the run: windows stay in memory, never checkpointed.
         feature_checkpoint_every: usize::MAX,
         ..crate::config::Config::default()

@@ -60,6 +60,20 @@ pub struct ServeOptions {
     pub watch_model: Option<PathBuf>,
 }
 
+impl ServeOptions {
+    /// The options `config` asks for. Only configured rule and model paths are watched: what
+    /// the binary carries cannot change.
+    pub fn from_config(config: &crate::config::Config) -> ServeOptions {
+        let watch = |path: &Option<PathBuf>| path.clone().filter(|_| config.watch_rules);
+        ServeOptions {
+            commit_gather: Duration::from_micros(config.commit_delay_us),
+            shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
+            watch_rules: watch(&config.rules_dir),
+            watch_model: watch(&config.model_path).filter(|_| config.model_enabled),
+        }
+    }
+}
+
 /// Serves until `shutdown` resolves, then lets in-flight calls finish, stops the engine
 /// thread and flushes sled.
 pub async fn run(

@@ -211,8 +211,7 @@ impl Scenario {
         let dir = tempfile::tempdir().unwrap();
         let server = TestServer::start_with(Config {
             data_dir: dir.path().to_owned(),
-            rules_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"),
-            model_path: None,
+            model_enabled: false,
             // Each scenario checks what its rule decides; a limit an earlier payment put on
             // the account would block the later ones (tests/appeals.rs covers that).
             enforce_account_actions: false,

@@ -121,25 +121,23 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Opens (or creates) the sled database in `config.data_dir` and loads the features
-    /// file and rules. A second process on the same folder fails here at once: sled holds
-    /// an exclusive lock on it.
+    /// Loads the features file, rules and model (configured paths, or what the binary
+    /// carries), then opens (or creates) the sled database in `config.data_dir`: a bad
+    /// input is reported before anything is created. A second process on the same folder
+    /// fails here at once: sled holds an exclusive lock on it.
     pub fn open(config: &Config) -> Result<Engine, EngineError> {
+        let inputs = Inputs::load(config)?;
         let db = open_db(&config.data_dir, config.sled_cache_mib)?;
-        Engine::with_db(db, config)
+        Engine::assemble(db, config, inputs)
     }
 
-    pub fn with_db(db: sled::Db, config: &Config) -> Result<Engine, EngineError> {
-        let set = match &config.features_file {
-            Some(path) => FeatureSet::load(path)?,
-            None => FeatureSet::defaults(),
-        };
-        let schema = vars::schema(&set);
-        let rules = load_rules(&config.rules_dir, &schema)?;
-        let model = match &config.model_path {
-            Some(path) => Some(load_model(path, set.names())?),
-            None => None,
-        };
+    fn assemble(db: sled::Db, config: &Config, inputs: Inputs) -> Result<Engine, EngineError> {
+        let Inputs {
+            set,
+            schema,
+            rules,
+            model,
+        } = inputs;
         let feature_set_version = format!("{:016x}", set.file_hash());
         let options = StoreOptions {
             cache_capacity: config.feature_cache_entities,
@@ -331,12 +329,12 @@ impl Engine {
         self.last_probability
     }
 
-    /// Loads the model file again and swaps it in; on any error the current model stays.
+    /// Loads the model file (or the bundled model) again and swaps it in; on any error the
+    /// current model stays.
     pub fn reload_model(&mut self) -> Result<(String, bool), EngineError> {
-        let Some(path) = self.config.model_path.clone() else {
+        let Some(model) = load_model(&self.config, self.features.set().names())? else {
             return Ok((String::new(), false));
         };
-        let model = load_model(&path, self.features.set().names())?;
         let changed = model.artifact.version() != self.model_version();
         if changed {
             tracing::info!(
@@ -349,10 +347,10 @@ impl Engine {
         Ok((self.model_version().to_owned(), changed))
     }
 
-    /// Compiles the rules directory again and swaps it in. On any error the current set
-    /// stays; payments already scored are unaffected either way.
+    /// Compiles the rules directory (or the bundled pack) again and swaps it in. On any
+    /// error the current set stays; payments already scored are unaffected either way.
     pub fn reload_rules(&mut self) -> Result<Reloaded, EngineError> {
-        let rules = load_rules(&self.config.rules_dir, &self.schema)?;
+        let rules = load_rules(self.config.rules_dir.as_deref(), &self.schema)?;
         let changed = rules.version() != self.rules.version();
         if changed {
             tracing::info!(
@@ -727,21 +725,63 @@ struct LoadedModel {
     scorer: Scorer,
 }
 
-fn load_model(path: &Path, feature_names: &[String]) -> Result<LoadedModel, EngineError> {
-    let artifact =
-        ModelArtifact::load(path, feature_names).map_err(|source| EngineError::Model {
-            path: path.to_owned(),
-            source,
-        })?;
-    let scorer = artifact.scorer();
-    Ok(LoadedModel { artifact, scorer })
+/// What an engine is built from besides its data: features, the variables rules see, rules
+/// and model, each from its configured path or from the binary (`crate::bundled`).
+struct Inputs {
+    set: FeatureSet,
+    schema: Schema,
+    rules: RuleSet,
+    model: Option<LoadedModel>,
 }
 
-fn load_rules(dir: &Path, schema: &Schema) -> Result<RuleSet, EngineError> {
-    RuleSet::load_dir(dir, schema).map_err(|errors| EngineError::Rules {
-        dir: dir.to_owned(),
-        errors,
-    })
+impl Inputs {
+    fn load(config: &Config) -> Result<Inputs, EngineError> {
+        let set = match &config.features_file {
+            Some(path) => FeatureSet::load(path)?,
+            None => FeatureSet::defaults(),
+        };
+        let schema = vars::schema(&set);
+        let rules = load_rules(config.rules_dir.as_deref(), &schema)?;
+        let model = load_model(config, set.names())?;
+        Ok(Inputs {
+            set,
+            schema,
+            rules,
+            model,
+        })
+    }
+}
+
+/// The configured model file, or the bundled model; `None` when the model is turned off.
+fn load_model(
+    config: &Config,
+    feature_names: &[String],
+) -> Result<Option<LoadedModel>, EngineError> {
+    if !config.model_enabled {
+        return Ok(None);
+    }
+    let (artifact, path) = match &config.model_path {
+        Some(path) => (ModelArtifact::load(path, feature_names), path.clone()),
+        None => (
+            crate::bundled::model(feature_names),
+            PathBuf::from(crate::bundled::MODEL_NAME),
+        ),
+    };
+    let artifact = artifact.map_err(|source| EngineError::Model { path, source })?;
+    let scorer = artifact.scorer();
+    Ok(Some(LoadedModel { artifact, scorer }))
+}
+
+/// The rules in `dir`, or the bundled pack.
+fn load_rules(dir: Option<&Path>, schema: &Schema) -> Result<RuleSet, EngineError> {
+    let (rules, dir) = match dir {
+        Some(dir) => (RuleSet::load_dir(dir, schema), dir.to_owned()),
+        None => (
+            crate::bundled::rules(schema),
+            PathBuf::from(crate::bundled::RULES_NAME),
+        ),
+    };
+    rules.map_err(|errors| EngineError::Rules { dir, errors })
 }
 
 /// Rebuilds the payment of a stored request. It was valid when scored; limits may have
@@ -846,11 +886,10 @@ pub(crate) mod tests {
     use super::*;
     use crate::request::tests::{valid_request, NOW};
 
-    /// The repository's bundled rules, wherever the tests run from.
+    /// The bundled rules and model.
     pub(crate) fn test_config(data_dir: &Path) -> Config {
         Config {
             data_dir: data_dir.to_owned(),
-            rules_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"),
             ..Config::default()
         }
     }
@@ -1206,7 +1245,7 @@ pub(crate) mod tests {
         let good = "[[rule]]\nid = \"big\"\ndescription = \"big\"\nwhen = \"payment.amount_fen > 100\"\naction = \"review\"\nscore = 60\nreason_code = \"BIG\"\nmessage = \"big\"\n";
         std::fs::write(rules.path().join("a.toml"), good).unwrap();
         let config = Config {
-            rules_dir: rules.path().to_owned(),
+            rules_dir: Some(rules.path().to_owned()),
             ..test_config(data.path())
         };
         let mut engine = Engine::open(&config).unwrap();

@@ -40,10 +40,8 @@ impl TestServer {
             http: Some(http),
         };
         let options = ServeOptions {
-            commit_gather: Duration::ZERO,
             shutdown_grace: Duration::from_secs(5),
-            watch_rules: config.watch_rules.then(|| config.rules_dir.clone()),
-            watch_model: config.model_path.clone().filter(|_| config.watch_rules),
+            ..ServeOptions::from_config(&config)
         };
         let task = tokio::spawn(async move {
             fengkong::server::run(listeners, engine, options, async {
@@ -66,7 +64,7 @@ impl TestServer {
         copy_rules(rules_dir);
         Self::start_with(Config {
             data_dir: data_dir.to_owned(),
-            rules_dir: rules_dir.to_owned(),
+            rules_dir: Some(rules_dir.to_owned()),
             watch_rules: false,
             ..Config::default()
         })
