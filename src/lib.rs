@@ -47,6 +47,7 @@ pub mod simulate;
 pub mod store;
 pub mod telemetry;
 pub mod training;
+pub mod units;
 pub mod vars;
 pub mod web;
 

@@ -6,7 +6,7 @@
 
 mod accounts;
 
-pub use accounts::format_time;
+pub use accounts::{format_time, set_by};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use crate::request::{payment_from_request, InvalidField};
 use crate::rules::{Hit, Mode, RuleErrors, RuleSet, Schema};
 use crate::store::{payment_key, DecisionStore, LogEntry, StoreError, PAYMENT_PREFIX};
 use crate::telemetry::{RuleLabels, Telemetry};
+use crate::units::Lang;
 use crate::vars;
 
 #[derive(Debug, thiserror::Error)]
@@ -477,6 +478,8 @@ impl Engine {
             ruleset_version: self.rules.version().to_owned(),
             model_version: self.model_version().to_owned(),
             evaluated_at_ms: now_ms,
+            late_event: observation.late,
+            model_probability: self.last_probability,
         };
         let mut record = Decision {
             response: Some(response),
@@ -519,7 +522,9 @@ impl Engine {
     }
 
     /// Scores the current feature values with the model, if there is one, and returns its
-    /// top factors as MODEL reasons (signed log-odds contributions, in words).
+    /// top factors as MODEL reasons: each feature in the words a merchant reads, with its
+    /// value and its signed log-odds contribution. The probability itself is on the response
+    /// once (`model_probability`), not repeated on every factor.
     fn run_model(&mut self) -> Vec<proto::Reason> {
         let Some(model) = &self.model else {
             self.last_probability = 0.0;
@@ -531,35 +536,38 @@ impl Engine {
             .scorer
             .top_factors(&self.contributions, TOP_FACTORS, &mut self.factors);
         self.last_probability = probability;
-        let set = self.features.set();
+        let features = self.schema.vars().get(vars::REQUEST_FIELDS.len()..);
         self.factors
             .iter()
-            .map(|&(slot, contribution)| {
-                let def = set.describe(slot);
+            .filter_map(|&(slot, contribution)| {
+                let var = features?.get(slot)?;
                 let value = self.values.get(slot).copied().unwrap_or(0.0);
-                proto::Reason {
+                let (raises, raises_zh) = match contribution >= 0.0 {
+                    true => ("raises", "提高"),
+                    false => ("lowers", "降低"),
+                };
+                Some(proto::Reason {
                     code: "MODEL_FACTOR".into(),
                     source: proto::ReasonSource::Model as i32,
-                    id: def.name.clone(),
+                    id: var.name.clone(),
                     message: format!(
-                        "{}: {} ({} the fraud probability, {:.1}% in all)",
-                        def.description,
-                        crate::payment::format_feature(&def.name, value),
-                        if contribution >= 0.0 {
-                            "raises"
-                        } else {
-                            "lowers"
-                        },
-                        probability * 100.0
+                        "{}: {} ({raises} the fraud probability)",
+                        var.label,
+                        var.unit.format(value, Lang::En)
+                    ),
+                    message_zh: format!(
+                        "{}：{}（{raises_zh}欺诈概率）",
+                        var.label_zh,
+                        var.unit.format(value, Lang::Zh)
                     ),
                     contribution,
                     action: proto::Action::Unspecified as i32,
                     evidence: vec![decision::evidence(
-                        &def.name,
+                        var,
                         Some(crate::rules::Value::Num(value)),
                     )],
                     ..Default::default()
-                }
+                })
             })
             .collect()
     }
@@ -1169,6 +1177,39 @@ pub(crate) mod tests {
             crate::journal::read(dir.path()).unwrap().is_empty(),
             "restored once, then deleted"
         );
+    }
+
+    /// The index behind a NORMAL account's explanation is written with a non-ALLOW decision
+    /// and, when sled lost it, rebuilt from the journal.
+    #[test]
+    fn flagged_decisions_are_indexed_by_account_and_restored_from_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(dir.path());
+        let mut blocked = valid_request();
+        blocked.payer.as_mut().unwrap().account_id = "acct-mule-0001".into();
+        {
+            let mut engine = Engine::open(&config).unwrap();
+            let journal = engine.start_journal().unwrap();
+            engine.score(&valid_request(), NOW).unwrap();
+            blocked.payment_id = "pay-2".into();
+            let scored = engine.score(&blocked, NOW).unwrap().response;
+            assert_eq!(scored.action(), proto::Action::Block);
+            let flagged = engine.decisions().flagged("acct-mule-0001", 10).unwrap();
+            assert_eq!(flagged.len(), 1);
+            journal.sync().unwrap();
+            let tree = engine.decisions().tree().clone();
+            for key in tree.scan_prefix(b"n/").keys() {
+                tree.remove(key.unwrap()).unwrap();
+            }
+            engine.db().flush().unwrap();
+        }
+        let engine = Engine::open(&config).unwrap();
+        let flagged = engine.decisions().flagged("acct-mule-0001", 10).unwrap();
+        let ids: Vec<_> = flagged
+            .iter()
+            .map(|d| d.request.clone().unwrap().payment_id)
+            .collect();
+        assert_eq!(ids, ["pay-2"]);
     }
 
     #[test]

@@ -197,3 +197,51 @@ pub fn collection(code: &str, id: &str, n: usize, at: i64) -> proto::ScoreReques
     req.ip = format!("198.51.100.{}", n % 250);
     req
 }
+
+/// Names a merchant must never read: every feature and dotted request field
+/// (`payee.distinct_payers_1h`, `payer.account_id`), `params.`, and every param and rule id of
+/// the bundled pack.
+pub fn raw_names() -> Vec<String> {
+    let schema = fengkong::vars::schema(&fengkong::features::FeatureSet::defaults());
+    let rules = fengkong::bundled::rules(&schema).unwrap();
+    let mut names: Vec<String> = schema
+        .vars()
+        .iter()
+        .map(|v| v.name.clone())
+        .filter(|n| n.contains('.'))
+        .collect();
+    names.push("params.".into());
+    names.extend(rules.params().iter().map(|(n, _)| n.clone()));
+    names.extend(rules.rules().iter().map(|r| r.id.to_string()));
+    names
+}
+
+/// Panics naming every raw name found in `text`, a merchant's view of `what`.
+pub fn assert_no_raw_names(text: &str, what: &str) {
+    let found: Vec<String> = raw_names()
+        .into_iter()
+        .filter(|n| text.contains(n.as_str()))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "{what} shows {found:?} to a merchant:\n{text}"
+    );
+}
+
+/// Every word of an explanation that reaches a merchant: summaries, reasons, remedies,
+/// evidence labels and model factors, in both languages.
+pub fn merchant_words(x: &proto::Explanation) -> String {
+    let mut out = vec![x.summary.clone(), x.summary_zh.clone()];
+    for d in &x.decisions {
+        for r in d.reasons.iter().chain(&d.model_factors) {
+            out.extend([r.message.clone(), r.message_zh.clone()]);
+            for m in &r.remedies {
+                out.extend([m.message.clone(), m.message_zh.clone()]);
+            }
+            for e in &r.evidence {
+                out.extend([e.label.clone(), e.label_zh.clone()]);
+            }
+        }
+    }
+    out.join("\n")
+}
