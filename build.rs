@@ -1,6 +1,7 @@
 //! Generates the gRPC code from proto/ with a protoc shipped inside a crate, so a fresh
-//! machine needs no protoc install, and lists the bundled rule pack for `include_str!`, so
-//! the binary carries it (see `src/bundled.rs`).
+//! machine needs no protoc install; lists the bundled rule pack for `include_str!`, so the
+//! binary carries it (see `src/bundled.rs`); and tells the browser test whether a browser
+//! is installed.
 use std::{env, error::Error, fmt::Write as _, path::Path, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -31,7 +32,27 @@ fn main() -> Result<(), Box<dyn Error>> {
         .register_descriptors(&descriptors)?
         .btree_map([".fengkong.v1"])
         .build(&[".fengkong.v1"])?;
-    bundle_rules(&out_dir)
+    bundle_rules(&out_dir)?;
+    mark_missing_browser();
+    Ok(())
+}
+
+/// tests/web_page.rs drives Debian's Chromium. Without it the test is compiled as ignored,
+/// with the reason, so `cargo test` shows it: a skip inside a passing test prints nothing.
+/// FENGKONG_REQUIRE_BROWSER (CI) keeps it running, so a missing browser fails it there.
+fn mark_missing_browser() {
+    println!("cargo::rustc-check-cfg=cfg(fengkong_no_browser)");
+    println!("cargo:rerun-if-env-changed=FENGKONG_REQUIRE_BROWSER");
+    if Path::new("/usr/bin").is_dir() {
+        // Installing the browser adds files here, so the check runs again.
+        println!("cargo:rerun-if-changed=/usr/bin");
+    }
+    let present = ["/usr/bin/chromium", "/usr/bin/chromedriver"]
+        .iter()
+        .all(|p| Path::new(p).exists());
+    if !present && env::var_os("FENGKONG_REQUIRE_BROWSER").is_none() {
+        println!("cargo:rustc-cfg=fengkong_no_browser");
+    }
 }
 
 /// Writes `bundled_rules.rs`: `(name, include_str!(file))` for every rule file directly in

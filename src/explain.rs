@@ -139,8 +139,8 @@ fn summary(
                 en.push_str(&format!(" was {word}:"));
                 zh.push_str(&format!("{word_zh}："));
                 for r in &d.reasons {
-                    en.push_str(&format!(" {};", r.message));
-                    zh.push_str(&format!("{}；", r.message_zh));
+                    en.push_str(&format!(" {};", clause(&r.message)));
+                    zh.push_str(&format!("{}；", clause(&r.message_zh)));
                 }
                 if d.reasons.is_empty() {
                     let percent = Unit::Percent.format(d.model_probability, Lang::En);
@@ -156,7 +156,7 @@ fn summary(
                 zh.push_str(&format!("另有 {more} 笔，见下文。"));
             }
         }
-        return (en, zh);
+        return finish(en, zh);
     };
     let (word, word_zh) = match status {
         AccountStatus::Frozen => ("frozen", "冻结"),
@@ -187,19 +187,32 @@ fn summary(
             causes
         };
         for r in &shown {
-            en.push_str(&format!(" {};", r.message));
-            zh.push_str(&format!("{}；", r.message_zh));
+            en.push_str(&format!(" {};", clause(&r.message)));
+            zh.push_str(&format!("{}；", clause(&r.message_zh)));
         }
         let remedies: Vec<&proto::Remedy> = shown.iter().flat_map(|r| &r.remedies).collect();
         if !remedies.is_empty() {
             en.push_str(" what would change it:");
             zh.push_str("如何改变：");
             for m in remedies {
-                en.push_str(&format!(" {};", m.message));
-                zh.push_str(&format!("{}；", m.message_zh));
+                en.push_str(&format!(" {};", clause(&m.message)));
+                zh.push_str(&format!("{}；", clause(&m.message_zh)));
             }
         }
     }
+    finish(en, zh)
+}
+
+/// Ends both paragraphs with a full stop rather than the last list separator.
+fn finish(en: String, zh: String) -> (String, String) {
+    let en = match en.strip_suffix(';') {
+        Some(body) => format!("{body}."),
+        None => en,
+    };
+    let zh = match zh.strip_suffix('；') {
+        Some(body) => format!("{body}。"),
+        None => zh,
+    };
     (en, zh)
 }
 
@@ -217,6 +230,11 @@ fn payment_words(d: &ExplainedDecision, en: &mut String, zh: &mut String) {
         format_yuan(d.amount_fen),
         format_time(d.event_time_ms)
     ));
+}
+
+/// A message as one clause of a sentence: without its own final full stop.
+fn clause(message: &str) -> &str {
+    message.trim_end_matches(['.', '。'])
 }
 
 /// What happened to a payment, in words.
