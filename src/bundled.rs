@@ -52,6 +52,19 @@ mod tests {
     }
 
     #[test]
+    fn every_bundled_rule_speaks_chinese_too() {
+        let schema = crate::vars::schema(&FeatureSet::defaults());
+        for rule in rules(&schema).unwrap().rules() {
+            assert!(rule.message_zh.is_some(), "`{}` has no message_zh", rule.id);
+            assert!(
+                rule.advice.is_none() || rule.advice_zh.is_some(),
+                "`{}` has advice but no advice_zh",
+                rule.id
+            );
+        }
+    }
+
+    #[test]
     fn the_bundled_model_matches_the_bundled_features() {
         let set = FeatureSet::defaults();
         let artifact = model(set.names()).unwrap();
