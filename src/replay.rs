@@ -72,7 +72,6 @@ pub fn replay(
     let started = Instant::now();
     let mut pending: BinaryHeap<Reverse<(i64, usize)>> = BinaryHeap::new();
     let mut stats = ReplayStats::default();
-    let step = (events.len() / 100).max(10_000);
     for (i, event) in events.iter().enumerate() {
         let now = event.payment.event_time_ms;
         while let Some(&Reverse((reported_at, j))) = pending.peek() {
@@ -112,13 +111,21 @@ pub fn replay(
             }
         }
         stats.payments += 1;
-        if stats.payments % step == 0 {
+        if reports_progress(stats.payments, events.len()) {
             progress(stats.payments, events.len());
         }
     }
-    progress(stats.payments, events.len());
+    if events.is_empty() {
+        progress(0, 0);
+    }
     stats.elapsed = started.elapsed();
     Ok(stats)
+}
+
+/// Progress is shown every 1% (at least 10,000 payments apart) and at the end, each line once.
+fn reports_progress(done: usize, total: usize) -> bool {
+    let step = (total / 100).max(10_000);
+    done % step == 0 || done == total
 }
 
 fn score_error(event: &LabeledEvent, source: EngineError) -> ReplayError {
@@ -221,4 +228,21 @@ pub fn scratch_engine_with(
     };
     let engine = Engine::open(&config)?;
     Ok((dir, engine))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reports_progress;
+
+    #[test]
+    fn each_progress_line_is_shown_once_and_the_last_one_always() {
+        let shown = |total| {
+            (1..=total)
+                .filter(|&d| reports_progress(d, total))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shown(20_000), [10_000, 20_000]);
+        assert_eq!(shown(3_000), [3_000]);
+        assert_eq!(shown(25_000), [10_000, 20_000, 25_000]);
+    }
 }
