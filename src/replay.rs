@@ -125,7 +125,7 @@ pub fn replay(
 /// Progress is shown every 1% (at least 10,000 payments apart) and at the end, each line once.
 fn reports_progress(done: usize, total: usize) -> bool {
     let step = (total / 100).max(10_000);
-    done % step == 0 || done == total
+    done.is_multiple_of(step) || done == total
 }
 
 fn score_error(event: &LabeledEvent, source: EngineError) -> ReplayError {
