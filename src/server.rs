@@ -132,10 +132,14 @@ pub async fn run(
     health
         .set_serving::<RiskEngineServer<RiskEngineService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // v1 for current tools, v1alpha for older grpcurl and IDEs that only speak it.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection_v1, reflection_v1alpha) =
+        (reflection().build_v1()?, reflection().build_v1alpha()?);
     let risk_engine = RiskEngineService::new(shared.clone());
     let appeals = AppealsService::new(shared.clone());
     let account_admin = AccountAdminService::new(shared);
@@ -147,7 +151,8 @@ pub async fn run(
     let on_signal = Arc::clone(&signalled);
     let serve = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(RiskEngineServer::new(risk_engine))
         .add_service(RuleAdminServer::new(rule_admin))
         .add_service(ModelAdminServer::new(model_admin))

@@ -34,7 +34,7 @@ fn serve(binary: &Path, cwd: &Path, extra: &[&str]) -> (Child, String) {
         ])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(cwd.join("stderr.log")).unwrap())
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -93,6 +93,10 @@ async fn the_installed_binary_serves_from_an_empty_folder_on_what_it_carries() {
         cwd.path().join("data").is_dir(),
         "data goes to ./data by default"
     );
+    // A log written to a file has no terminal colour codes.
+    let log = std::fs::read_to_string(cwd.path().join("stderr.log")).unwrap();
+    assert!(log.contains("NO API KEYS"), "{log}");
+    assert!(!log.contains('\x1b'), "ANSI codes in a log file: {log:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

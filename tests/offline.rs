@@ -148,6 +148,10 @@ fn rules_check_lists_every_error_and_rules_test_runs_the_cases() {
     let (ok, out, err) = fengkong(&["rules", "test", "rules"]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("0 failed"), "{out}");
+    assert!(
+        out.ends_with("untested rules\n"),
+        "ends with a newline: {out:?}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -517,6 +517,16 @@ async fn the_json_api_answers_bad_calls_with_clear_errors() {
     let resolve = r#"{"resolution": "OVERTURN", "note": "x"}"#;
     let (code, _) = call(addr, "POST", "/api/appeals/ap-missing/resolve", resolve).await;
     assert_eq!(code, 404);
+    let (code, body) = call(addr, "GET", "/api/nope", "").await;
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (404, Some("NOT_FOUND")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("/api/nope"),
+        "{body}"
+    );
     let (code, page) = call(addr, "GET", "/", "").await;
     assert!(code == 200 && page.as_str().unwrap().contains("/app.js"));
     server.stop().await;

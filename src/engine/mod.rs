@@ -637,6 +637,15 @@ impl Engine {
         if req.payment_id.is_empty() {
             return Err(invalid("payment_id", "must not be empty"));
         }
+        if req.reported_at_ms <= 0 {
+            return Err(invalid(
+                "reported_at_ms",
+                format!(
+                    "is required: when the truth became known, in UTC epoch ms (got {})",
+                    req.reported_at_ms
+                ),
+            ));
+        }
         let mut decision = self
             .decisions
             .by_payment(&req.payment_id)?
@@ -962,6 +971,15 @@ pub(crate) mod tests {
             engine.report_outcome(&unknown, NOW),
             Err(EngineError::UnknownPayment(_))
         ));
+        let missing = proto::ReportOutcomeRequest {
+            reported_at_ms: 0,
+            ..req.clone()
+        };
+        let err = engine
+            .report_outcome(&missing, NOW)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`reported_at_ms` is required"), "{err}");
         let early = proto::ReportOutcomeRequest {
             reported_at_ms: NOW - 1,
             ..req

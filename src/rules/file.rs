@@ -1121,6 +1121,13 @@ mode = "shadow"
     }
 
     #[test]
+    fn an_unclosed_parenthesis_is_reported_where_it_opens() {
+        let text = "[[rule]]\nid = \"x\"\nwhen = '''payer.count_1h > 1\n  && (payee.count_1h > 2 || payer.count_24h > 3'''\naction = \"review\"\nreason_code = \"R\"\nmessage = \"m\"\n";
+        let e = err_text(&[("a.toml", text)]);
+        assert!(e.starts_with("a.toml:4:6: this `(` is never closed"), "{e}");
+    }
+
+    #[test]
     fn every_param_of_the_bundled_pack_has_words_in_both_languages() {
         let rs = crate::bundled::rules(&schema()).unwrap();
         for (name, _) in rs.params() {
