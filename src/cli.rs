@@ -37,6 +37,10 @@ pub enum Command {
     /// Check or test rule files without a server.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// What rules can read: every request field and feature, with its description and the
+    /// words a merchant reads for it.
+    #[command(subcommand)]
+    Features(FeaturesCommand),
     /// Manage API keys (stored hashed in `<data-dir>/keys.json`; works while the server runs).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -162,6 +166,16 @@ pub enum RulesCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum FeaturesCommand {
+    /// List every variable a rule may name: name, unit, description, English and Chinese label.
+    List {
+        /// Features file (default: the bundled set).
+        #[arg(long)]
+        features: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Create a key and print it once.
     Add {
@@ -279,6 +293,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Eval(args) => eval(args),
         Command::Rules(command) => rules(command),
         Command::Keys(command) => keys(command),
+        Command::Features(FeaturesCommand::List { features }) => list_features(features),
         Command::Simulate(args) => simulate(args),
         Command::Loadgen(args) => loadgen(args),
     }
@@ -460,6 +475,28 @@ fn rules(command: RulesCommand) -> Result<(), CliError> {
             }
         }
     }
+    Ok(())
+}
+
+fn list_features(features: Option<PathBuf>) -> Result<(), CliError> {
+    let schema = rules_schema(features.as_deref())?;
+    let mut out = String::new();
+    for var in schema.vars() {
+        let missing = if var.label == var.description {
+            "  (no label: merchants read the description)"
+        } else {
+            ""
+        };
+        out += &format!(
+            "{}  [{}]\n    {}\n    label: {}{missing}\n    label_zh: {}\n",
+            var.name,
+            var.unit.as_str(),
+            var.description,
+            var.label,
+            var.label_zh
+        );
+    }
+    print!("{out}");
     Ok(())
 }
 

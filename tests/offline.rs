@@ -103,6 +103,22 @@ fn simulate_replay_and_backtest_from_the_command_line() {
 }
 
 #[test]
+fn features_list_shows_every_name_with_its_description_and_labels() {
+    let (ok, out, err) = fengkong(&["features", "list"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(
+            "payee.distinct_payers_1h  [count]\n    distinct payers paying this payee in the last hour\n    \
+             label: different payers in the last hour\n    label_zh: 过去1小时内的不同付款人\n"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("payee.kind  [text]"), "request fields too: {out}");
+    let schema = fengkong::vars::schema(&fengkong::features::FeatureSet::defaults());
+    assert_eq!(out.matches("label_zh: ").count(), schema.len());
+}
+
+#[test]
 fn a_bad_row_stops_the_run_with_its_line_unless_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.csv");
