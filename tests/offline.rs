@@ -113,7 +113,10 @@ fn features_list_shows_every_name_with_its_description_and_labels() {
         ),
         "{out}"
     );
-    assert!(out.contains("payee.kind  [text]"), "request fields too: {out}");
+    assert!(
+        out.contains("payee.kind  [text]"),
+        "request fields too: {out}"
+    );
     let schema = fengkong::vars::schema(&fengkong::features::FeatureSet::defaults());
     assert_eq!(out.matches("label_zh: ").count(), schema.len());
 }

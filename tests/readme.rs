@@ -43,8 +43,16 @@ fn examples(readme: &str) -> Vec<(PathBuf, Action, Option<String>)> {
 async fn the_example_payments_get_the_actions_the_readme_says() {
     let examples = examples(&readme());
     let actions: Vec<Action> = examples.iter().map(|e| e.1).collect();
-    for wanted in [Action::Allow, Action::Challenge, Action::Review, Action::Block] {
-        assert!(actions.contains(&wanted), "no {wanted:?} example in the README");
+    for wanted in [
+        Action::Allow,
+        Action::Challenge,
+        Action::Review,
+        Action::Block,
+    ] {
+        assert!(
+            actions.contains(&wanted),
+            "no {wanted:?} example in the README"
+        );
     }
     // In README order, on a fresh server with what the binary carries, as a reader would.
     let data = tempfile::tempdir().unwrap();
@@ -52,8 +60,8 @@ async fn the_example_payments_get_the_actions_the_readme_says() {
     let mut client = server.client().await;
     for (file, action, code) in examples {
         let json = std::fs::read_to_string(&file).unwrap();
-        let request: proto::ScoreRequest = serde_json::from_str(&json)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let request: proto::ScoreRequest =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let scored = client.score(request).await.unwrap().into_inner();
         assert_eq!(
             scored.action(),
@@ -104,7 +112,9 @@ fn thousands(n: u64) -> String {
 
 /// The number before `after` in `text` (`"2391 payments"` → 2391), or the text before `%`.
 fn number_before<'a>(text: &'a str, after: &str) -> &'a str {
-    let end = text.find(after).unwrap_or_else(|| panic!("no {after:?} in {text}"));
+    let end = text
+        .find(after)
+        .unwrap_or_else(|| panic!("no {after:?} in {text}"));
     let start = text[..end].rfind([' ', '(']).map_or(0, |i| i + 1);
     &text[start..end]
 }
@@ -114,7 +124,15 @@ fn backtest_numbers() -> String {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("sim.csv");
     let events = events.to_str().unwrap();
-    fengkong(&["simulate", "--payments", "100000", "--seed", "7", "--out", events]);
+    fengkong(&[
+        "simulate",
+        "--payments",
+        "100000",
+        "--seed",
+        "7",
+        "--out",
+        events,
+    ]);
     let report = fengkong(&["backtest", "--rules", "rules", "--events", events]);
     let line = report
         .lines()
@@ -149,7 +167,10 @@ fn the_readme_numbers_are_what_the_commands_print() {
             .find(&open)
             .unwrap_or_else(|| panic!("README has no {open:?}"))
             + open.len();
-        let end = start + text[start..].find(close).expect("an unclosed numbers section");
+        let end = start
+            + text[start..]
+                .find(close)
+                .expect("an unclosed numbers section");
         let fresh = generate();
         if text[start..end] != fresh {
             stale.push(format!(
