@@ -102,7 +102,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, d) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(d);
@@ -152,8 +152,11 @@ fn backtest_numbers() -> String {
     )
 }
 
+/// What writes one numbers section of the README.
+type Generator = fn() -> String;
+
 /// Every numbers section of the README and what writes it. Add one here for new numbers.
-const SECTIONS: &[(&str, fn() -> String)] = &[("backtest", backtest_numbers)];
+const SECTIONS: &[(&str, Generator)] = &[("backtest", backtest_numbers)];
 
 #[test]
 fn the_readme_numbers_are_what_the_commands_print() {

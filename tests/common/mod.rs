@@ -158,6 +158,19 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String
     )
 }
 
+/// The gRPC address a `fengkong serve` child announces on its first stdout line.
+pub fn announced_addr(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
+        .strip_prefix("fengkong listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned()
+}
+
 /// A copy of the bundled rule pack that a test may edit.
 pub fn copy_rules(to: &Path) {
     let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
