@@ -764,7 +764,7 @@ mod code_renting {
         s.fired(
             &resp,
             "payee_high_fraud_rate",
-            &["payee fraud rate 0.1 (limit 0.05)"],
+            &["payee fraud rate 10% (limit 5%)"],
         )
         .await;
         assert_eq!(resp.action(), Action::Review);
