@@ -66,12 +66,9 @@ fn main() {
             .unwrap_or(1_000_000),
         false => 2_000,
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         data_dir: dir.path().to_owned(),
-        rules_dir: root.join("rules"),
-        model_path: Some(root.join("models/default.json")),
         ..Config::default()
     };
     let mut engine = Engine::open(&config).unwrap();

@@ -7,8 +7,6 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::path::Path;
-
 use criterion::{criterion_group, criterion_main, Criterion};
 use fengkong::config::Config;
 use fengkong::engine::Engine;
@@ -16,12 +14,9 @@ use fengkong::request::request_from_payment;
 use fengkong::simulate::{simulate_events, SimConfig};
 
 fn bench_pipeline(c: &mut Criterion) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         data_dir: dir.path().to_owned(),
-        rules_dir: root.join("rules"),
-        model_path: Some(root.join("models/default.json")),
         ..Config::default()
     };
     let mut engine = Engine::open(&config).unwrap();

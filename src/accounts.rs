@@ -108,6 +108,23 @@ impl AccountStore {
         Ok(appeals)
     }
 
+    /// `ap-0000000000000001` for the first appeal, then one more than the highest id so
+    /// far (sixteen hex digits, so ids sort in filing order). Appeals are never deleted and
+    /// only the engine thread files them, so an id is never given twice.
+    pub fn next_appeal_id(&self) -> Result<String, StoreError> {
+        let last = match self.tree.scan_prefix(b"A/ap-").next_back() {
+            Some(item) => {
+                let (key, _) = item?;
+                std::str::from_utf8(&key[b"A/ap-".len()..])
+                    .ok()
+                    .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                    .unwrap_or(0)
+            }
+            None => 0,
+        };
+        Ok(format!("ap-{:016x}", last + 1))
+    }
+
     pub fn stage_appeal(&self, batch: &mut sled::Batch, appeal: &Appeal) {
         batch.insert(
             [b"A/", appeal.appeal_id.as_bytes()].concat(),
@@ -226,6 +243,26 @@ mod tests {
         assert_eq!(statuses.status("shop"), AccountStatus::Normal);
         assert_eq!(statuses.status("shop2"), AccountStatus::Frozen);
         assert_eq!(statuses.status("nobody"), AccountStatus::Normal);
+    }
+
+    #[test]
+    fn appeal_ids_count_from_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = AccountStore::new(db.open_tree("t").unwrap());
+        // Other ids the database hands out (audit log positions) do not move them.
+        db.generate_id().unwrap();
+        assert_eq!(store.next_appeal_id().unwrap(), "ap-0000000000000001");
+        let appeal = |id: &str| Appeal {
+            appeal_id: id.into(),
+            account_id: "shop".into(),
+            ..Default::default()
+        };
+        let mut batch = sled::Batch::default();
+        store.stage_appeal(&mut batch, &appeal("ap-0000000000000001"));
+        store.stage_appeal(&mut batch, &appeal("ap-00000000000000ff"));
+        db.open_tree("t").unwrap().apply_batch(batch).unwrap();
+        assert_eq!(store.next_appeal_id().unwrap(), "ap-0000000000000100");
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub enum Command {
     /// Check or test rule files without a server.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// What rules can read: every request field and feature, with its description and the
+    /// words a merchant reads for it.
+    #[command(subcommand)]
+    Features(FeaturesCommand),
     /// Manage API keys (stored hashed in `<data-dir>/keys.json`; works while the server runs).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -68,11 +72,12 @@ pub struct EventsArgs {
 pub struct ReplayArgs {
     #[command(flatten)]
     pub input: EventsArgs,
+    /// Where to write one CSV row per payment: its label, every feature, risk score, action.
     #[arg(long)]
     pub out: PathBuf,
-    /// Rules folder.
-    #[arg(long, default_value = "rules")]
-    pub rules: PathBuf,
+    /// Rules folder (default: the rule pack built into the binary).
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
     /// Model artifact; adds a `score` column.
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -117,8 +122,10 @@ pub struct EvalArgs {
     /// A replay output with a `score` column (`fengkong replay --model ...`).
     #[arg(long)]
     pub scores: PathBuf,
+    /// First day (or RFC 3339 time) of the payments to evaluate, inclusive.
     #[arg(long, value_parser = parse_date)]
     pub from: i64,
+    /// End of the payments to evaluate, exclusive.
     #[arg(long, value_parser = parse_date)]
     pub to: i64,
 }
@@ -143,18 +150,32 @@ pub struct BacktestArgs {
 pub enum RulesCommand {
     /// Compile every rule file; list every error as file:line:column and exit non-zero.
     Check {
+        /// Rules folder.
         #[arg(default_value = "rules")]
         dir: PathBuf,
+        /// Features file the rules are compiled against (default: the bundled set).
         #[arg(long)]
         features: Option<PathBuf>,
     },
     /// Run the data-driven rule cases in DIR/tests (or --cases).
     Test {
+        /// Rules folder.
         #[arg(default_value = "rules")]
         dir: PathBuf,
         /// Folder of case files; default DIR/tests.
         #[arg(long)]
         cases: Option<PathBuf>,
+        /// Features file the rules and cases use (default: the bundled set).
+        #[arg(long)]
+        features: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FeaturesCommand {
+    /// List every variable a rule may name: name, unit, description, English and Chinese label.
+    List {
+        /// Features file (default: the bundled set).
         #[arg(long)]
         features: Option<PathBuf>,
     },
@@ -164,8 +185,11 @@ pub enum RulesCommand {
 pub enum KeysCommand {
     /// Create a key and print it once.
     Add {
+        /// The server's data folder (keys live in `<data-dir>/keys.json`).
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// What the key may do: gateway (score, outcomes), merchant (its own account),
+        /// analyst (everything else).
         #[arg(long, value_enum)]
         role: crate::auth::Role,
         /// The merchant's own account (required for merchant keys).
@@ -174,13 +198,16 @@ pub enum KeysCommand {
     },
     /// List keys (ids, roles, accounts; never the secrets).
     List {
+        /// The server's data folder (keys live in `<data-dir>/keys.json`).
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
     },
     /// Revoke a key by id; the server stops accepting it within a second.
     Revoke {
+        /// The server's data folder (keys live in `<data-dir>/keys.json`).
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// The key's id, as `keys list` shows it.
         id: String,
     },
 }
@@ -190,6 +217,7 @@ pub struct SimulateArgs {
     /// Rows to generate, fraud included.
     #[arg(long, default_value_t = 100_000)]
     pub payments: usize,
+    /// Random seed: the same seed gives the same file.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Days of traffic, starting 2026-03-01 (Beijing time).
@@ -198,6 +226,7 @@ pub struct SimulateArgs {
     /// Share of fraud rows.
     #[arg(long, default_value_t = 0.01)]
     pub fraud_rate: f64,
+    /// CSV file to write (the format `replay`, `backtest` and `train` read).
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -228,6 +257,7 @@ pub struct LoadgenArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Random seed of the generated traffic.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 }
@@ -243,7 +273,16 @@ pub struct ServeArgs {
     /// HTTP address for /metrics (overrides the config file).
     #[arg(long)]
     pub http_listen: Option<SocketAddr>,
-    /// TOML config file; unknown keys are an error.
+    /// Rules folder, watched for changes (default: the rule pack built into the binary).
+    #[arg(long)]
+    pub rules_dir: Option<PathBuf>,
+    /// Model artifact, watched for changes (default: the model built into the binary).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Features file (default: the feature set built into the binary).
+    #[arg(long)]
+    pub features: Option<PathBuf>,
+    /// TOML config file; unknown keys are an error. Flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
@@ -260,6 +299,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Eval(args) => eval(args),
         Command::Rules(command) => rules(command),
         Command::Keys(command) => keys(command),
+        Command::Features(FeaturesCommand::List { features }) => list_features(features),
         Command::Simulate(args) => simulate(args),
         Command::Loadgen(args) => loadgen(args),
     }
@@ -293,8 +333,8 @@ fn progress(what: &str, done: usize, total: usize) {
 
 fn replay(args: ReplayArgs) -> Result<(), CliError> {
     let (events, options) = load_events(&args.input)?;
-    let (_dir, mut engine) = crate::replay::scratch_engine(
-        &args.rules,
+    let (_dir, mut engine) = crate::replay::scratch_engine_with(
+        args.rules.as_deref(),
         args.input.features.as_deref(),
         args.model.as_deref(),
     )?;
@@ -454,12 +494,34 @@ fn rules(command: RulesCommand) -> Result<(), CliError> {
                 .map_err(|errors| format!("{} error(s):\n{errors}", errors.0.len()))?;
             let cases = cases.unwrap_or_else(|| dir.join("tests"));
             let report = crate::rules::run_test_files(&cases, &set, &schema);
-            print!("{report}");
+            println!("{report}");
             if !report.is_success() {
                 return Err("rule tests failed".into());
             }
         }
     }
+    Ok(())
+}
+
+fn list_features(features: Option<PathBuf>) -> Result<(), CliError> {
+    let schema = rules_schema(features.as_deref())?;
+    let mut out = String::new();
+    for var in schema.vars() {
+        let missing = if var.label == var.description {
+            "  (no label: merchants read the description)"
+        } else {
+            ""
+        };
+        out += &format!(
+            "{}  [{}]\n    {}\n    label: {}{missing}\n    label_zh: {}\n",
+            var.name,
+            var.unit.as_str(),
+            var.description,
+            var.label,
+            var.label_zh
+        );
+    }
+    print!("{out}");
     Ok(())
 }
 
@@ -573,6 +635,16 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     if let Some(http) = args.http_listen {
         config.http_listen = http;
     }
+    if let Some(dir) = args.rules_dir {
+        config.rules_dir = Some(dir);
+    }
+    if let Some(model) = args.model {
+        config.model_path = Some(model);
+        config.model_enabled = true;
+    }
+    if let Some(features) = args.features {
+        config.features_file = Some(features);
+    }
     let engine = Engine::open(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -595,12 +667,7 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             .write_all(announce.as_bytes())
             .and_then(|_| stdout.flush());
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
-        let options = crate::server::ServeOptions {
-            commit_gather: Duration::from_micros(config.commit_delay_us),
-            shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
-            watch_rules: config.watch_rules.then(|| config.rules_dir.clone()),
-            watch_model: config.model_path.clone().filter(|_| config.watch_rules),
-        };
+        let options = crate::server::ServeOptions::from_config(&config);
         let listeners = crate::server::Listeners { grpc, http };
         crate::server::run(listeners, engine, options, shutdown_signal()).await?;
         Ok(())
@@ -628,4 +695,30 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown requested; finishing in-flight calls");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// `--help` explains every argument. `train` is left to the training work in progress.
+    #[test]
+    fn every_argument_has_a_help_text() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                if arg.get_id() != "help" && arg.get_id() != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_name() != "train" {
+                    walk(sub, &format!("{path} {}", sub.get_name()), missing);
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "fengkong", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 }

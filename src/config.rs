@@ -18,14 +18,18 @@ pub struct Config {
     pub http_enabled: bool,
     /// Folder of the sled database (decisions, windows, accounts).
     pub data_dir: PathBuf,
-    /// Folder of rule files (`*.toml`, with `lists/` and `tests/`).
-    pub rules_dir: PathBuf,
-    /// The trained model; none scores with rules alone.
+    /// Folder of rule files (`*.toml`, with `lists/` and `tests/`); none means the rule pack
+    /// built into the binary.
+    pub rules_dir: Option<PathBuf>,
+    /// The trained model file; none means the model built into the binary.
     pub model_path: Option<PathBuf>,
+    /// False scores with rules alone (no model at all).
+    pub model_enabled: bool,
     /// Risk points the model adds per unit of fraud probability (100: a probability of 0.6
     /// adds 60 points, enough for review under the default policy).
     pub model_weight: f64,
     /// Reload the rules when a file in `rules_dir` changes, and the model when its file does.
+    /// The bundled ones cannot change, so only configured paths are watched.
     pub watch_rules: bool,
     /// Features file; none means the bundled default set.
     pub features_file: Option<PathBuf>,
@@ -66,8 +70,9 @@ impl Default for Config {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             http_enabled: true,
             data_dir: PathBuf::from("data"),
-            rules_dir: PathBuf::from("rules"),
-            model_path: Some(PathBuf::from("models/default.json")),
+            rules_dir: None,
+            model_path: None,
+            model_enabled: true,
             model_weight: 100.0,
             watch_rules: true,
             features_file: None,
@@ -165,6 +170,16 @@ mod tests {
         assert_eq!(c.limits.max_amount_fen, 100);
         assert_eq!(c.limits.max_id_bytes, 128);
         assert_eq!(c.listen, Config::default().listen);
+    }
+
+    #[test]
+    fn configured_paths_replace_what_the_binary_carries() {
+        let defaults = Config::default();
+        assert_eq!((defaults.rules_dir, defaults.model_path), (None, None));
+        assert!(defaults.model_enabled);
+        let c = Config::parse("rules_dir = \"r\"\nmodel_path = \"m.json\"\n").unwrap();
+        assert_eq!(c.rules_dir, Some(PathBuf::from("r")));
+        assert_eq!(c.model_path, Some(PathBuf::from("m.json")));
     }
 
     #[test]

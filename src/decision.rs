@@ -2,7 +2,7 @@
 //! reason in words with its numbers, the evidence behind it, and the action.
 
 use crate::proto;
-use crate::rules::{self, Hit, RuleSet, Schema, Value};
+use crate::rules::{self, Hit, RuleSet, Schema, SchemaVar, Value};
 
 /// Rules that only look a value up in a list speak for the list, not for a judgement.
 const LIST_TAGS: &[&str] = &["allow_list", "block_list"];
@@ -35,12 +35,18 @@ pub fn reason(rules: &RuleSet, schema: &Schema, hit: &Hit, vars: &[Value]) -> pr
     let mut evidence: Vec<proto::Evidence> = rules
         .evidence(hit, schema, vars)
         .into_iter()
-        .map(|(name, value)| evidence(name, value))
+        .map(|(var, value)| evidence(var, value))
         .collect();
-    evidence.extend(hit.params.iter().map(|(name, value)| proto::Evidence {
-        name: format!("params.{name}"),
-        value: *value,
-        text: String::new(),
+    evidence.extend(hit.params.iter().map(|(name, value)| {
+        let words = rules.param_label(name);
+        proto::Evidence {
+            name: format!("params.{name}"),
+            value: *value,
+            text: String::new(),
+            label: words.label,
+            label_zh: words.label_zh,
+            unit: words.unit.as_str().into(),
+        }
     }));
     proto::Reason {
         code: hit.reason_code.to_string(),
@@ -73,7 +79,8 @@ pub fn reason(rules: &RuleSet, schema: &Schema, hit: &Hit, vars: &[Value]) -> pr
     }
 }
 
-pub fn evidence(name: &str, value: Option<Value>) -> proto::Evidence {
+/// A variable's value as evidence, with the words and unit a merchant reads it in.
+pub fn evidence(var: &SchemaVar, value: Option<Value>) -> proto::Evidence {
     let (value, text) = match value {
         Some(Value::Num(n)) => (n, String::new()),
         Some(Value::Bool(b)) => (if b { 1.0 } else { 0.0 }, String::new()),
@@ -81,8 +88,11 @@ pub fn evidence(name: &str, value: Option<Value>) -> proto::Evidence {
         None => (0.0, String::new()),
     };
     proto::Evidence {
-        name: name.to_owned(),
+        name: var.name.clone(),
         value,
         text,
+        label: var.label.clone(),
+        label_zh: var.label_zh.clone(),
+        unit: var.unit.as_str().into(),
     }
 }

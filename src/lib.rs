@@ -17,12 +17,15 @@
 //! Around it: `auth.rs` (keys and roles), `telemetry.rs` + `http.rs` (metrics),
 //! `loadgen.rs` (load from outside), and the offline path that shares the engine:
 //! `events.rs` (labeled CSV), `simulate.rs`, `replay.rs`, `backtest.rs`, `training.rs`,
-//! `quality.rs` (ranking metrics). `config.rs` holds every tunable; `cli.rs` and `main.rs`
+//! `quality.rs` (ranking metrics). `bundled.rs` is what the binary carries (rule pack, model,
+//! features) for when no path is configured; `units.rs` writes values for people (yuan, %,
+//! yes/no) in English and Chinese. `config.rs` holds every tunable; `cli.rs` and `main.rs`
 //! only wire things up.
 
 pub mod accounts;
 pub mod auth;
 pub mod backtest;
+pub mod bundled;
 pub mod cli;
 pub mod commit;
 pub mod config;
@@ -46,6 +49,7 @@ pub mod simulate;
 pub mod store;
 pub mod telemetry;
 pub mod training;
+pub mod units;
 pub mod vars;
 pub mod web;
 

@@ -133,18 +133,6 @@ pub struct Payment {
     pub attributes: BTreeMap<String, String>,
 }
 
-/// A feature or variable value for people: money (names with `amount`, except ratios)
-/// as yuan, whole numbers without decimals, the rest with two.
-pub fn format_feature(name: &str, value: f64) -> String {
-    if name.contains("amount") && !name.contains("_vs_") {
-        format!("{} CNY", format_yuan(value.round() as i64))
-    } else if value.fract() == 0.0 {
-        format!("{value:.0}")
-    } else {
-        format!("{value:.2}")
-    }
-}
-
 /// Renders fen as yuan for people: `123456` → `1,234.56`. Integer arithmetic only.
 pub fn format_yuan(fen: i64) -> String {
     let sign = if fen < 0 { "-" } else { "" };

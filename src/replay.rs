@@ -72,7 +72,6 @@ pub fn replay(
     let started = Instant::now();
     let mut pending: BinaryHeap<Reverse<(i64, usize)>> = BinaryHeap::new();
     let mut stats = ReplayStats::default();
-    let step = (events.len() / 100).max(10_000);
     for (i, event) in events.iter().enumerate() {
         let now = event.payment.event_time_ms;
         while let Some(&Reverse((reported_at, j))) = pending.peek() {
@@ -112,13 +111,21 @@ pub fn replay(
             }
         }
         stats.payments += 1;
-        if stats.payments % step == 0 {
+        if reports_progress(stats.payments, events.len()) {
             progress(stats.payments, events.len());
         }
     }
-    progress(stats.payments, events.len());
+    if events.is_empty() {
+        progress(0, 0);
+    }
     stats.elapsed = started.elapsed();
     Ok(stats)
+}
+
+/// Progress is shown every 1% (at least 10,000 payments apart) and at the end, each line once.
+fn reports_progress(done: usize, total: usize) -> bool {
+    let step = (total / 100).max(10_000);
+    done.is_multiple_of(step) || done == total
 }
 
 fn score_error(event: &LabeledEvent, source: EngineError) -> ReplayError {
@@ -196,19 +203,46 @@ pub fn scratch_engine(
     features_file: Option<&std::path::Path>,
     model: Option<&std::path::Path>,
 ) -> Result<(tempfile::TempDir, Engine), EngineError> {
+    scratch_engine_with(Some(rules_dir), features_file, model)
+}
+
+/// [`scratch_engine`] where no rules folder means the bundled pack.
+pub fn scratch_engine_with(
+    rules_dir: Option<&std::path::Path>,
+    features_file: Option<&std::path::Path>,
+    model: Option<&std::path::Path>,
+) -> Result<(tempfile::TempDir, Engine), EngineError> {
     let dir = tempfile::tempdir().map_err(|e| EngineError::Open {
         path: std::env::temp_dir(),
         reason: e.to_string(),
     })?;
     let config = crate::config::Config {
         data_dir: dir.path().to_owned(),
-        rules_dir: rules_dir.to_owned(),
+        rules_dir: rules_dir.map(ToOwned::to_owned),
         features_file: features_file.map(ToOwned::to_owned),
         model_path: model.map(ToOwned::to_owned),
+        model_enabled: model.is_some(),
         // The store is thrown away after the run: windows stay in memory, never checkpointed.
         feature_checkpoint_every: usize::MAX,
         ..crate::config::Config::default()
     };
     let engine = Engine::open(&config)?;
     Ok((dir, engine))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reports_progress;
+
+    #[test]
+    fn each_progress_line_is_shown_once_and_the_last_one_always() {
+        let shown = |total| {
+            (1..=total)
+                .filter(|&d| reports_progress(d, total))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shown(20_000), [10_000, 20_000]);
+        assert_eq!(shown(3_000), [3_000]);
+        assert_eq!(shown(25_000), [10_000, 20_000, 25_000]);
+    }
 }

@@ -60,6 +60,20 @@ pub struct ServeOptions {
     pub watch_model: Option<PathBuf>,
 }
 
+impl ServeOptions {
+    /// The options `config` asks for. Only configured rule and model paths are watched: what
+    /// the binary carries cannot change.
+    pub fn from_config(config: &crate::config::Config) -> ServeOptions {
+        let watch = |path: &Option<PathBuf>| path.clone().filter(|_| config.watch_rules);
+        ServeOptions {
+            commit_gather: Duration::from_micros(config.commit_delay_us),
+            shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
+            watch_rules: watch(&config.rules_dir),
+            watch_model: watch(&config.model_path).filter(|_| config.model_enabled),
+        }
+    }
+}
+
 /// Serves until `shutdown` resolves, then lets in-flight calls finish, stops the engine
 /// thread and flushes sled.
 pub async fn run(
@@ -118,10 +132,14 @@ pub async fn run(
     health
         .set_serving::<RiskEngineServer<RiskEngineService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // v1 for current tools, v1alpha for older grpcurl and IDEs that only speak it.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection_v1, reflection_v1alpha) =
+        (reflection().build_v1()?, reflection().build_v1alpha()?);
     let risk_engine = RiskEngineService::new(shared.clone());
     let appeals = AppealsService::new(shared.clone());
     let account_admin = AccountAdminService::new(shared);
@@ -133,7 +151,8 @@ pub async fn run(
     let on_signal = Arc::clone(&signalled);
     let serve = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(RiskEngineServer::new(risk_engine))
         .add_service(RuleAdminServer::new(rule_admin))
         .add_service(ModelAdminServer::new(model_admin))

@@ -6,7 +6,9 @@
 //! `insert_payment`): `p/<payment_id>` → encoded `StoredDecision`,
 //! `s/<seq, big-endian u64>` → log entry (a decision's id is its payment's log position, so
 //! finding it needs no index of its own; records from before that have `d/<decision_id>` →
-//! payment id), `f/<feature set version>` → the feature names
+//! payment id), `n/<account, length-prefixed><seq>` → "" for the payer and payee of each
+//! decision that did not simply allow its payment (what Explain shows for a NORMAL account),
+//! `f/<feature set version>` → the feature names
 //! (JSON), once per version: a decision stores only its feature values, which keeps the
 //! record (and its write, the largest step of a Score) a fraction of the size. The feature
 //! store checkpoints its state now and then; the log lets it replay what came after its
@@ -19,7 +21,7 @@ use std::sync::{Arc, RwLock};
 use prost::Message;
 
 use crate::journal::Journal;
-use crate::proto::{Decision, Evidence, StoredDecision};
+use crate::proto::{Action, Decision, Evidence, StoredDecision};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -111,14 +113,17 @@ impl DecisionStore {
             }
         }
         let key = payment_key(payment_id);
-        let wanted = outcome_count(record).ok_or_else(|| corrupt("record cannot be decoded"))?;
+        let decision = decode_record(record).ok_or_else(|| corrupt("record cannot be decoded"))?;
         let held = match self.tree.get(&key)? {
-            Some(bytes) => outcome_count(&bytes),
+            Some(bytes) => decode_record(&bytes).map(|d| d.outcomes.len()),
             None => None,
         };
-        if held.is_none_or(|held| held < wanted) {
+        if held.is_none_or(|held| held < decision.outcomes.len()) {
             self.tree.insert(key, record)?;
             restored = true;
+        }
+        for flagged in flagged_keys(&decision) {
+            restored |= self.tree.insert(flagged, &[][..])?.is_none();
         }
         Ok(restored)
     }
@@ -189,7 +194,7 @@ impl DecisionStore {
             .map(|(name, &value)| Evidence {
                 name: name.clone(),
                 value,
-                text: String::new(),
+                ..Evidence::default()
             })
             .collect();
         Ok(decision)
@@ -232,6 +237,9 @@ impl DecisionStore {
             payment_key(ids(decision).0),
             encode_record(decision, feature_values),
         );
+        for key in flagged_keys(decision) {
+            batch.insert(key, &[][..]);
+        }
     }
 
     /// Writes a payment's decision (as `stage_insert`) and its log entry `seq` without a sled
@@ -251,7 +259,35 @@ impl DecisionStore {
         };
         self.log_then_record(seq, &[entry], decision, || {
             encode_record(decision, feature_values)
-        })
+        })?;
+        // After the record, so a crash never leaves a key pointing at nothing; one lost with
+        // sled's unflushed writes is written again from the journal with the record.
+        for key in flagged_keys(decision) {
+            self.tree.insert(key, &[][..])?;
+        }
+        Ok(())
+    }
+
+    /// The latest `limit` decisions involving `account` (as payer or payee) that did more
+    /// than allow the payment, newest first.
+    pub fn flagged(&self, account: &str, limit: usize) -> Result<Vec<Decision>, StoreError> {
+        let prefix = flagged_prefix(account);
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&prefix).rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, _) = item?;
+            let Some(seq) = key
+                .get(prefix.len()..)
+                .and_then(|s| s.try_into().ok())
+                .map(u64::from_be_bytes)
+            else {
+                continue;
+            };
+            out.extend(self.by_decision_id(&decision_id(seq))?);
+        }
+        Ok(out)
     }
 
     /// Removes the entries at the end of the log whose record was never written (a crash
@@ -516,12 +552,45 @@ fn decode_journal(bytes: &[u8]) -> Option<Journaled<'_>> {
 }
 
 /// Outcomes only ever get added to a record, so their number orders its versions.
-fn outcome_count(record: &[u8]) -> Option<usize> {
+/// A stored record as written (feature values left packed).
+fn decode_record(record: &[u8]) -> Option<Decision> {
     let stored = StoredDecision::decode(record).ok()?;
     match stored.decision {
-        Some(decision) => Some(decision.outcomes.len()),
-        None => Decision::decode(record).ok().map(|d| d.outcomes.len()),
+        Some(decision) => Some(decision),
+        None => Decision::decode(record).ok(),
     }
+}
+
+/// `n/<account, length-prefixed><seq>` for the payer and payee of a decision that did not
+/// simply allow its payment: how an explanation finds an account's latest such decisions.
+fn flagged_keys(decision: &Decision) -> Vec<Vec<u8>> {
+    let Some(response) = &decision.response else {
+        return Vec::new();
+    };
+    let (Some(seq), Some(request)) = (seq_of_decision(&response.decision_id), &decision.request)
+    else {
+        return Vec::new();
+    };
+    if response.action() == Action::Allow {
+        return Vec::new();
+    }
+    let payer = request.payer.as_ref().map(|p| p.account_id.as_str());
+    let payee = request.payee.as_ref().map(|p| p.account_id.as_str());
+    let mut accounts: Vec<&str> = [payer, payee].into_iter().flatten().collect();
+    accounts.dedup();
+    accounts
+        .into_iter()
+        .map(|account| {
+            let mut key = flagged_prefix(account);
+            key.extend_from_slice(&seq.to_be_bytes());
+            key
+        })
+        .collect()
+}
+
+fn flagged_prefix(account: &str) -> Vec<u8> {
+    let len = u16::try_from(account.len()).unwrap_or(u16::MAX);
+    [b"n/", &len.to_be_bytes()[..], account.as_bytes()].concat()
 }
 
 fn seq_of(key: &[u8]) -> Option<u64> {
@@ -613,7 +682,7 @@ mod tests {
             features: vec![Evidence {
                 name: "payer.count_1h".into(),
                 value: 4.0,
-                text: String::new(),
+                ..Evidence::default()
             }],
             feature_set_version: "old".into(),
             ..Default::default()

@@ -4,38 +4,76 @@
 
 use crate::features::FeatureSet;
 use crate::payment::Payment;
-use crate::rules::{Schema, Type, Value};
+use crate::rules::{Schema, SchemaVar, Type, Value};
+use crate::units::Unit;
 
 const DAY_MS: i64 = 86_400_000;
 
-/// Request fields, in slot order, with their types and descriptions.
-pub const REQUEST_FIELDS: &[(&str, Type, &str)] = &[
-    ("payment_id", Type::Str, "the gateway's payment id"),
-    ("channel", Type::Str, "ALIPAY, WECHAT_PAY, UNIONPAY_QUICKPASS, AGGREGATOR or BANK_CARD"),
-    ("scene", Type::Str, "MERCHANT_STATIC_CODE, MERCHANT_SCANS_PAYER, PERSONAL_CODE_COLLECTION, P2P_TRANSFER, RED_PACKET, WITHDRAWAL or CARD_TOPUP"),
-    ("funding", Type::Str, "BALANCE, DEBIT_CARD, CREDIT_CARD or CREDIT_LINE"),
-    ("currency", Type::Str, "ISO 4217 currency code"),
-    ("payer.account_id", Type::Str, "the payer's account"),
-    ("payer.real_name_verified", Type::Bool, "whether the payer completed real-name verification"),
-    ("payer.account_age_days", Type::Num, "days since the payer registered (0 when unknown)"),
-    ("payee.account_id", Type::Str, "the payee's account or collection code"),
-    ("payee.kind", Type::Str, "MERCHANT, PERSONAL or AGGREGATOR_SUB_MERCHANT"),
-    ("payee.merchant_category", Type::Str, "the payee's merchant category code"),
-    ("device_id", Type::Str, "the payer's device"),
-    ("ip", Type::Str, "the payer's IP address"),
-    ("card_fingerprint", Type::Str, "the funding card's fingerprint (empty without a card)"),
-    ("city_code", Type::Str, "the payer's city code (empty when unknown)"),
+/// A request field as rules see it: name, type, description, the words a merchant reads
+/// (English, Chinese) and how its values are written.
+pub struct RequestField {
+    pub name: &'static str,
+    pub ty: Type,
+    pub description: &'static str,
+    pub label: &'static str,
+    pub label_zh: &'static str,
+    pub unit: Unit,
+}
+
+const fn field(
+    name: &'static str,
+    ty: Type,
+    description: &'static str,
+    (label, label_zh): (&'static str, &'static str),
+    unit: Unit,
+) -> RequestField {
+    RequestField {
+        name,
+        ty,
+        description,
+        label,
+        label_zh,
+        unit,
+    }
+}
+
+/// Request fields, in slot order.
+pub const REQUEST_FIELDS: &[RequestField] = &[
+    field("payment_id", Type::Str, "the gateway's payment id", ("payment", "付款单号"), Unit::Text),
+    field("channel", Type::Str, "ALIPAY, WECHAT_PAY, UNIONPAY_QUICKPASS, AGGREGATOR or BANK_CARD", ("payment channel", "支付渠道"), Unit::Text),
+    field("scene", Type::Str, "MERCHANT_STATIC_CODE, MERCHANT_SCANS_PAYER, PERSONAL_CODE_COLLECTION, P2P_TRANSFER, RED_PACKET, WITHDRAWAL or CARD_TOPUP", ("kind of payment", "支付场景"), Unit::Text),
+    field("funding", Type::Str, "BALANCE, DEBIT_CARD, CREDIT_CARD or CREDIT_LINE", ("source of funds", "资金来源"), Unit::Text),
+    field("currency", Type::Str, "ISO 4217 currency code", ("currency", "币种"), Unit::Text),
+    field("payer.account_id", Type::Str, "the payer's account", ("paying account", "付款账户"), Unit::Text),
+    field("payer.real_name_verified", Type::Bool, "whether the payer completed real-name verification", ("payer completed real-name verification", "付款人已完成实名认证"), Unit::YesNo),
+    field("payer.account_age_days", Type::Num, "days since the payer registered (0 when unknown)", ("days since the paying account was opened", "付款账户开户天数"), Unit::Days),
+    field("payee.account_id", Type::Str, "the payee's account or collection code", ("receiving account", "收款账户"), Unit::Text),
+    field("payee.kind", Type::Str, "MERCHANT, PERSONAL or AGGREGATOR_SUB_MERCHANT", ("kind of receiving account", "收款账户类型"), Unit::Text),
+    field("payee.merchant_category", Type::Str, "the payee's merchant category code", ("merchant category", "商户类别"), Unit::Text),
+    field("device_id", Type::Str, "the payer's device", ("payer's device", "付款设备"), Unit::Text),
+    field("ip", Type::Str, "the payer's IP address", ("payer's IP address", "付款 IP 地址"), Unit::Text),
+    field("card_fingerprint", Type::Str, "the funding card's fingerprint (empty without a card)", ("card used", "付款银行卡"), Unit::Text),
+    field("city_code", Type::Str, "the payer's city code (empty when unknown)", ("payer's city", "付款城市"), Unit::Text),
 ];
 
 /// Request fields first, then the feature set's names (all numbers).
 pub fn schema(features: &FeatureSet) -> Schema {
-    let request = REQUEST_FIELDS
-        .iter()
-        .map(|(name, ty, desc)| (name.to_string(), *ty, desc.to_string()));
-    let features = features
-        .defs()
-        .iter()
-        .map(|def| (def.name.clone(), Type::Num, def.description.clone()));
+    let request = REQUEST_FIELDS.iter().map(|f| SchemaVar {
+        name: f.name.to_owned(),
+        ty: f.ty,
+        description: f.description.to_owned(),
+        label: f.label.to_owned(),
+        label_zh: f.label_zh.to_owned(),
+        unit: f.unit,
+    });
+    let features = features.defs().iter().map(|def| SchemaVar {
+        name: def.name.clone(),
+        ty: Type::Num,
+        description: def.description.clone(),
+        label: def.label().to_owned(),
+        label_zh: def.label_zh().to_owned(),
+        unit: def.unit(),
+    });
     Schema::new(request.chain(features).collect())
 }
 

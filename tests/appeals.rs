@@ -114,7 +114,12 @@ async fn freeze_explain_rescore_appeal_overturn_and_collect_again() {
     assert_eq!(blocked.action(), Action::Block);
     assert_eq!(blocked.reasons[0].code, "ACCOUNT_FROZEN");
     assert_eq!(blocked.reasons[0].source(), ReasonSource::AccountStatus);
-    assert!(blocked.reasons[0].message.contains("rent_code_many_payers"));
+    assert!(
+        blocked.reasons[0].message.contains("is frozen since")
+            && blocked.reasons[0].message.contains("after a risk check"),
+        "{}",
+        blocked.reasons[0].message
+    );
 
     // The merchant's explanation: status, the numbers, model factors, versions, remedies.
     let explained = explain(&mut client, &keys.merchant, CODE, false)
@@ -156,7 +161,39 @@ async fn freeze_explain_rescore_appeal_overturn_and_collect_again() {
     assert!(explained
         .summary
         .contains("31 different payers in the last hour (limit 30)"));
+    assert!(explained.summary.contains(
+        "31 different payers in the last hour; 30 or fewer would not have triggered this check"
+    ));
     assert!(explained.summary_zh.contains("上限 30"));
+    assert!(
+        !explained.summary.contains("appeal"),
+        "{}",
+        explained.summary
+    );
+    common::assert_no_raw_names(&common::merchant_words(&explained), "Explain");
+    let words: Vec<(&str, &str, &str)> = reason
+        .evidence
+        .iter()
+        .map(|e| (e.label.as_str(), e.unit.as_str(), e.text.as_str()))
+        .collect();
+    assert!(
+        words.contains(&("kind of receiving account", "text", "PERSONAL"))
+            && words.contains(&("different payers in the last hour", "count", ""))
+            && words.contains(&(
+                "most different payers a personal code may have in an hour",
+                "count",
+                ""
+            )),
+        "{words:?}"
+    );
+    assert!(
+        decision
+            .model_factors
+            .iter()
+            .all(|f| !f.message.contains('%')),
+        "the probability is stated once, not on every factor: {:?}",
+        decision.model_factors
+    );
 
     // Merchants see only their own account, and learn nothing about others.
     let err = explain(&mut client, &keys.other_merchant, CODE, false)
@@ -359,6 +396,29 @@ async fn freeze_explain_rescore_appeal_overturn_and_collect_again() {
         format!("appeal:{}", appeal.appeal_id)
     );
     assert_eq!(after.suppressions.len(), 1);
+    // NORMAL again: the latest decisions that were not simply allowed, newest first.
+    let shown: Vec<&str> = after
+        .decisions
+        .iter()
+        .map(|d| d.decision_id.as_str())
+        .collect();
+    // The model alone may hold the later collections for review: they are listed too.
+    let mut newest = vec![&blocked.decision_id, &freezing.decision_id];
+    if collected.action() != Action::Allow {
+        newest.insert(0, &collected.decision_id);
+    }
+    assert!(shown.len() <= fengkong::explain::LATEST_FLAGGED);
+    assert_eq!(shown[..newest.len()], newest, "{after:?}");
+    assert!(
+        after.summary.contains("Payment c-32 of 200.00 CNY")
+            && after.summary.contains("was blocked"),
+        "{}",
+        after.summary
+    );
+    common::assert_no_raw_names(
+        &common::merchant_words(&after),
+        "Explain after the overturn",
+    );
 
     // The overturn is a GENUINE label on the appealed payment.
     let frozen_decision = client
@@ -498,5 +558,63 @@ async fn analyst_freeze_by_hand_is_audited_and_an_upheld_appeal_keeps_it() {
         .unwrap();
     assert_eq!(still.status(), AccountStatus::Limited);
     assert_eq!(still.history.len(), 1);
+    server.stop().await;
+}
+
+/// The proto promises the latest non-ALLOW decisions for a NORMAL account: a block-list hit
+/// blocks a payment without changing any status, and Explain shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_on_a_normal_account_shows_its_latest_blocked_payment() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path()).await;
+    let mut client = server.client().await;
+    let mut ordinary = payment("ok-1");
+    ordinary.payer.as_mut().unwrap().account_id = "acct-mule-0001".into();
+    ordinary.payee.as_mut().unwrap().account_id = "shop-quiet".into();
+    let mut blocked = ordinary.clone();
+    blocked.payment_id = "blocked-1".into();
+    ordinary.payer.as_mut().unwrap().account_id = "payer-fine".into();
+    let allowed = client.score(ordinary).await.unwrap().into_inner();
+    assert_eq!(allowed.action(), Action::Allow);
+    let scored = client.score(blocked).await.unwrap().into_inner();
+    assert_eq!(scored.action(), Action::Block);
+
+    let explained = client
+        .explain(ExplainRequest {
+            account_id: "acct-mule-0001".into(),
+            rescore: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(explained.status(), AccountStatus::Normal);
+    let ids: Vec<&str> = explained
+        .decisions
+        .iter()
+        .map(|d| d.payment_id.as_str())
+        .collect();
+    assert_eq!(ids, ["blocked-1"]);
+    assert!(
+        explained
+            .summary
+            .contains("was blocked: payer account acct-mule-0001 is blocked"),
+        "{}",
+        explained.summary
+    );
+    // The payee took both payments; only the blocked one is shown.
+    let payee = client
+        .explain(ExplainRequest {
+            account_id: "shop-quiet".into(),
+            rescore: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = payee
+        .decisions
+        .iter()
+        .map(|d| d.payment_id.as_str())
+        .collect();
+    assert_eq!(ids, ["blocked-1"]);
     server.stop().await;
 }

@@ -88,13 +88,37 @@ fn simulate_replay_and_backtest_from_the_command_line() {
         "rent_code_many_payers",
         "against baseline",
         "newly allowed: 0 payments",
+        "every rule has the same hits as in the baseline",
     ] {
         assert!(
             report.contains(expected),
             "missing {expected:?} in\n{report}"
         );
     }
-    assert!(err.contains("3000/3000"), "progress is shown: {err}");
+    assert_eq!(
+        err.matches("rules: 3000/3000").count(),
+        1,
+        "progress is shown, the last line once: {err}"
+    );
+}
+
+#[test]
+fn features_list_shows_every_name_with_its_description_and_labels() {
+    let (ok, out, err) = fengkong(&["features", "list"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(
+            "payee.distinct_payers_1h  [count]\n    distinct payers paying this payee in the last hour\n    \
+             label: different payers in the last hour\n    label_zh: 过去1小时内的不同付款人\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("payee.kind  [text]"),
+        "request fields too: {out}"
+    );
+    let schema = fengkong::vars::schema(&fengkong::features::FeatureSet::defaults());
+    assert_eq!(out.matches("label_zh: ").count(), schema.len());
 }
 
 #[test]
@@ -143,6 +167,10 @@ fn rules_check_lists_every_error_and_rules_test_runs_the_cases() {
     let (ok, out, err) = fengkong(&["rules", "test", "rules"]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("0 failed"), "{out}");
+    assert!(
+        out.ends_with("untested rules\n"),
+        "ends with a newline: {out:?}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -211,8 +211,7 @@ impl Scenario {
         let dir = tempfile::tempdir().unwrap();
         let server = TestServer::start_with(Config {
             data_dir: dir.path().to_owned(),
-            rules_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"),
-            model_path: None,
+            model_enabled: false,
             // Each scenario checks what its rule decides; a limit an earlier payment put on
             // the account would block the later ones (tests/appeals.rs covers that).
             enforce_account_actions: false,
@@ -765,7 +764,7 @@ mod code_renting {
         s.fired(
             &resp,
             "payee_high_fraud_rate",
-            &["payee fraud rate 0.1 (limit 0.05)"],
+            &["payee fraud rate 10% (limit 5%)"],
         )
         .await;
         assert_eq!(resp.action(), Action::Review);

@@ -46,7 +46,7 @@ async fn reload_by_rpc_and_file_change_with_broken_sets_refused() {
     copy_rules(rules.path());
     let server = TestServer::start_with(Config {
         data_dir: data.path().to_owned(),
-        rules_dir: rules.path().to_owned(),
+        rules_dir: Some(rules.path().to_owned()),
         ..Config::default()
     })
     .await;

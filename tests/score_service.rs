@@ -306,7 +306,7 @@ async fn health_and_reflection_are_served() {
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
         ServerReflectionRequest,
     };
-    let mut reflection = ServerReflectionClient::new(channel);
+    let mut reflection = ServerReflectionClient::new(channel.clone());
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -322,6 +322,56 @@ async fn health_and_reflection_are_served() {
     };
     let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"fengkong.v1.RiskEngine"), "{names:?}");
+
+    // The older v1alpha protocol, which older grpcurl and IDEs speak.
+    use tonic_reflection::pb::v1alpha::{
+        server_reflection_client::ServerReflectionClient as AlphaClient,
+        server_reflection_request::MessageRequest as AlphaRequest,
+        server_reflection_response::MessageResponse as AlphaResponse,
+        ServerReflectionRequest as AlphaReflectionRequest,
+    };
+    let mut alpha = AlphaClient::new(channel);
+    let request = AlphaReflectionRequest {
+        host: String::new(),
+        message_request: Some(AlphaRequest::ListServices(String::new())),
+    };
+    let mut stream = alpha
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = stream.message().await.unwrap().unwrap();
+    let Some(AlphaResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected v1alpha reflection reply");
+    };
+    assert!(list
+        .service
+        .iter()
+        .any(|s| s.name == "fengkong.v1.RiskEngine"));
+    server.stop().await;
+}
+
+/// A payment more than the lateness (10 minutes) behind the newest event time seen is
+/// scored, marked `late_event` on the response, and counted.
+#[tokio::test]
+async fn a_late_payment_says_so_on_its_response() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    let fresh = client.score(payment("p-now")).await.unwrap().into_inner();
+    assert!(!fresh.late_event);
+    let mut late = payment("p-late");
+    late.event_time_ms -= 50 * 60_000;
+    let late = client.score(late).await.unwrap().into_inner();
+    assert!(late.late_event);
+    let mut within = payment("p-within");
+    within.event_time_ms -= 5 * 60_000;
+    assert!(!client.score(within).await.unwrap().into_inner().late_event);
+    let (_, metrics) = common::http_get(server.http_addr, "/metrics").await;
+    assert!(
+        metrics.contains("fengkong_late_events_total 1"),
+        "{metrics}"
+    );
     server.stop().await;
 }
 

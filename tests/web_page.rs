@@ -3,8 +3,9 @@
 //! explained on the page with its numbers, appealed by the merchant, overturned by the
 //! analyst, and the explanation view is checked in screenshots.
 //!
-//! Without a browser the test says so loudly and passes, unless FENGKONG_REQUIRE_BROWSER
-//! is set (CI sets it), where a missing browser fails it.
+//! Without a browser the test is compiled as ignored, and `cargo test` names the reason
+//! (see build.rs), unless FENGKONG_REQUIRE_BROWSER is set (CI sets it): then a missing
+//! browser fails it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -207,7 +208,58 @@ async fn screenshot(client: &Client, css: &str, name: &str) -> Png {
     decode(&bytes)
 }
 
+/// English words of the page that a Chinese view must not show (ids, versions, amounts and
+/// the analyst's own words may be in any script).
+fn assert_no_english(text: &str) {
+    let english = [
+        "BLOCK",
+        "REVIEW",
+        "Blocked",
+        "Held for review",
+        "rule",
+        "Rule",
+        "overturned",
+        "Overturned",
+        "Model factors",
+        "What would change",
+        "risk check",
+        "payers",
+        "Payment",
+        "Frozen",
+        "Normal",
+        "appeal",
+        "History",
+        " by ",
+    ];
+    let found: Vec<&str> = english.into_iter().filter(|w| text.contains(w)).collect();
+    assert!(
+        found.is_empty(),
+        "English {found:?} in the Chinese page:\n{text}"
+    );
+}
+
+/// Chinese text is drawn with real glyphs, not the boxes of a missing font: the page draws
+/// `sample` and as many unassigned code points (always boxes) on a canvas and compares.
+async fn assert_cjk_glyphs(client: &Client, sample: &str) {
+    let script = "const [sample] = arguments; \
+        const draw = (s) => { const c = document.createElement('canvas'); c.width = 200; \
+          c.height = 40; const g = c.getContext('2d'); g.font = '24px sans-serif'; \
+          g.fillText(s, 4, 30); return c.toDataURL(); }; \
+        const boxes = Array.from(sample).map(() => '\\u{e000}').join(''); \
+        return draw(sample) !== draw(boxes);";
+    let distinct = client.execute(script, vec![json!(sample)]).await.unwrap();
+    assert_eq!(
+        distinct,
+        json!(true),
+        "{sample:?} renders as boxes: no CJK font (apt-get install fonts-noto-cjk)"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    fengkong_no_browser,
+    ignore = "no /usr/bin/chromium or /usr/bin/chromedriver: apt-get install chromium chromium-driver fonts-noto-cjk (.ci/run does)"
+)]
 async fn merchant_sees_why_and_appeals_analyst_overturns_in_a_real_browser() {
     let Some((_driver, browser)) = browser().await else {
         return;
@@ -260,16 +312,21 @@ async fn merchant_sees_why_and_appeals_analyst_overturns_in_a_real_browser() {
     for wanted in [
         "31 different payers in the last hour (limit 30)",
         "What would change the outcome",
+        "31 different payers in the last hour; 30 or fewer would not have triggered this check",
         "merchant collection code",
         "¥200.00",
-        "payee.distinct_payers_1h",
-        "Model factors",
+        "kind of receiving account",
+        "personal collection code",
+        "most different payers a personal code may have in an hour",
+        "Model factors (fraud probability",
     ] {
         assert!(
             account.contains(wanted),
             "{wanted:?} missing from:\n{account}"
         );
     }
+    common::assert_no_raw_names(&account, "the merchant's page");
+    assert!(!account.contains("You may file an appeal"), "{account}");
     assert_eq!(text_of(&browser, "#account-id").await, CODE);
 
     // The explanation view, checked in a screenshot: a red status badge and rendered text.
@@ -291,15 +348,40 @@ async fn merchant_sees_why_and_appeals_analyst_overturns_in_a_real_browser() {
     );
     assert!(view.share_near(FROZEN_RED) > 0.001);
 
-    // The same explanation in Chinese.
+    // The same explanation in Chinese, all of it, rendered with Chinese glyphs.
     click(&browser, "#lang").await;
-    wait_for_text(
+    let chinese = wait_for_text(
         &browser,
         "#account",
         "在过去1小时内收到 31 位不同付款人的付款（上限 30）",
     )
     .await;
     wait_for_text(&browser, "#status", "已冻结").await;
+    for wanted in [
+        "过去1小时内的不同付款人：31；若不超过 30",
+        "个人收款码",
+        "模型因素（欺诈概率",
+        "已拦截",
+        "风控检查",
+    ] {
+        assert!(
+            chinese.contains(wanted),
+            "{wanted:?} missing from:\n{chinese}"
+        );
+    }
+    assert_no_english(&chinese);
+    common::assert_no_raw_names(&chinese, "the merchant's page in Chinese");
+    assert_cjk_glyphs(&browser, "已冻结").await;
+    let view = screenshot(&browser, "#account", "explanation-frozen-zh.png").await;
+    assert!(
+        view.share_dark() > 0.01,
+        "no text rendered in the Chinese view"
+    );
+    let badge = screenshot(&browser, "#status", "status-frozen-zh.png").await;
+    assert!(
+        badge.share_near(FROZEN_RED) > 0.3,
+        "the frozen badge is not red"
+    );
     click(&browser, "#lang").await;
 
     // The page's API refuses another merchant's account, and names no details.
@@ -325,7 +407,18 @@ async fn merchant_sees_why_and_appeals_analyst_overturns_in_a_real_browser() {
         .unwrap();
     wait_for_text(&browser, "#queue-list", statement).await;
     click(&browser, "#queue-list button.review").await;
-    wait_for_text(&browser, "#account", "would still stand").await;
+    let review = wait_for_text(&browser, "#account", "would still stand").await;
+    // Analysts see the ids beside the words.
+    for wanted in [
+        "payee.distinct_payers_1h",
+        "rent_code_many_payers",
+        "params.rent_code_payers_1h",
+    ] {
+        assert!(
+            review.contains(wanted),
+            "{wanted:?} missing for the analyst:\n{review}"
+        );
+    }
     let note = "Verified the stall in person.";
     click(&browser, "input[value=OVERTURN]").await;
     type_into(&browser, "#resolve-note", note).await;
@@ -343,6 +436,17 @@ async fn merchant_sees_why_and_appeals_analyst_overturns_in_a_real_browser() {
         .unwrap();
     wait_for_text(&browser, "#status", "Normal").await;
     wait_for_text(&browser, "#appeal", note).await;
+    // NORMAL again, and the page still shows the payments behind the freeze it had.
+    let restored = text_of(&browser, "#account").await;
+    assert!(
+        !restored.contains("Nothing to explain") && restored.contains("31 different payers"),
+        "{restored}"
+    );
+    common::assert_no_raw_names(&restored, "the restored merchant's page");
+    click(&browser, "#lang").await;
+    wait_for_text(&browser, "#appeal", "已推翻").await;
+    assert_no_english(&text_of(&browser, "#account").await);
+    click(&browser, "#lang").await;
     let badge = screenshot(&browser, "#status", "status-normal.png").await;
     assert!(
         badge.share_near(NORMAL_GREEN) > 0.4,
@@ -413,6 +517,16 @@ async fn the_json_api_answers_bad_calls_with_clear_errors() {
     let resolve = r#"{"resolution": "OVERTURN", "note": "x"}"#;
     let (code, _) = call(addr, "POST", "/api/appeals/ap-missing/resolve", resolve).await;
     assert_eq!(code, 404);
+    let (code, body) = call(addr, "GET", "/api/nope", "").await;
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (404, Some("NOT_FOUND")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("/api/nope"),
+        "{body}"
+    );
     let (code, page) = call(addr, "GET", "/", "").await;
     assert!(code == 200 && page.as_str().unwrap().contains("/app.js"));
     server.stop().await;

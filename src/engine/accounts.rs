@@ -10,7 +10,8 @@ use crate::proto::{
     Suppression,
 };
 use crate::rules::verdict::DecidedBy;
-use crate::rules::{AccountAction, Hit, Verdict};
+use crate::rules::{AccountAction, Hit, Value, Verdict};
+use crate::units::Unit;
 use crate::vars;
 
 const DAY_MS: i64 = 86_400_000;
@@ -44,53 +45,66 @@ impl Engine {
         let mut reasons = Vec::new();
         let cap = self.config.limited_daily_cap_fen;
         let sides = [
-            (&payment.payee.account_id, "payee", "collection on", "收款"),
-            (&payment.payer.account_id, "payer", "payments from", "付款"),
+            (
+                &payment.payee.account_id,
+                "payee",
+                "collection on",
+                "收款",
+                ("receiving", "收款"),
+            ),
+            (
+                &payment.payer.account_id,
+                "payer",
+                "payments from",
+                "付款",
+                ("paying", "付款"),
+            ),
         ];
-        for (account, side, what, what_zh) in sides {
+        for (account, side, what, what_zh, (role, role_zh)) in sides {
             let Some(change) = self.statuses.restriction(account) else {
                 continue;
             };
             let since = format_time(change.at_ms);
-            let why = if change.rule_ids.is_empty() {
-                change.changed_by.clone()
-            } else {
-                format!("rule {}", change.rule_ids.join(", "))
-            };
+            let (why, why_zh) = set_by(&change.changed_by);
             let mut evidence = vec![proto::Evidence {
                 name: format!("{side}.status"),
-                value: 0.0,
                 text: change.to().as_str_name().into(),
+                label: format!("status of the {role} account"),
+                label_zh: format!("{role_zh}账户状态"),
+                unit: Unit::Text.as_str().into(),
+                ..Default::default()
             }];
             let (code, message, message_zh) = match change.to() {
                 AccountStatus::Frozen => (
                     "ACCOUNT_FROZEN",
                     format!("{what} account {account} is frozen since {since} ({why})"),
-                    format!("账户 {account} 的{what_zh}功能已于 {since} 冻结（{why}）"),
+                    format!("账户 {account} 的{what_zh}功能已于 {since} 冻结（{why_zh}）"),
                 ),
                 AccountStatus::Limited if side == "payer" && payment.scene == Scene::Withdrawal => (
                     "ACCOUNT_LIMITED",
                     format!("withdrawals from account {account} are held while it is limited (since {since}, {why})"),
-                    format!("账户 {account} 受限期间暂停提现（自 {since} 起，{why}）"),
+                    format!("账户 {account} 受限期间暂停提现（自 {since} 起，{why_zh}）"),
                 ),
                 AccountStatus::Limited => {
                     let name = format!("{side}.amount_24h");
-                    let total = self
-                        .features
-                        .set()
-                        .names()
-                        .iter()
-                        .position(|n| *n == name)
+                    let slot = self.schema.slot(&name);
+                    let total = slot
+                        .and_then(|s| s.checked_sub(vars::REQUEST_FIELDS.len()))
                         .and_then(|i| self.values.get(i).copied())
                         .map_or(payment.amount_fen, |v| v.round() as i64);
                     if total <= cap {
                         continue;
                     }
-                    evidence.push(proto::Evidence { name, value: total as f64, text: String::new() });
+                    if let Some(var) = slot.and_then(|s| self.schema.vars().get(s)) {
+                        evidence.push(decision::evidence(var, Some(Value::Num(total as f64))));
+                    }
                     evidence.push(proto::Evidence {
                         name: "config.limited_daily_cap_fen".into(),
                         value: cap as f64,
-                        text: String::new(),
+                        label: "what a limited account may move in 24 hours".into(),
+                        label_zh: "受限账户24小时内可收付的金额上限".into(),
+                        unit: Unit::Yuan.as_str().into(),
+                        ..Default::default()
                     });
                     (
                         "ACCOUNT_LIMITED",
@@ -100,7 +114,7 @@ impl Engine {
                             format_yuan(cap)
                         ),
                         format!(
-                            "账户 {account} 自 {since} 起受限（{why}）：含本笔 24 小时内 {} 元（受限期间上限 {} 元）",
+                            "账户 {account} 自 {since} 起受限（{why_zh}）：含本笔 24 小时内 {} 元（受限期间上限 {} 元）",
                             format_yuan(total),
                             format_yuan(cap)
                         ),
@@ -319,7 +333,7 @@ impl Engine {
             req.decision_ids.clone()
         };
         let appeal = Appeal {
-            appeal_id: format!("ap-{:016x}", self.db.generate_id()?),
+            appeal_id: self.accounts.next_appeal_id()?,
             account_id: account.to_owned(),
             decision_ids,
             statement: req.statement.clone(),
@@ -404,14 +418,14 @@ impl Engine {
             }
             if self.statuses.status(&account) != AccountStatus::Normal {
                 let by = format!("appeal:{}", appeal.appeal_id);
-                let note = format!("overturned by {resolved_by}: {}", req.note);
+                // The analyst's words, for the merchant; who resolved it is on the appeal.
                 let change = self.change(
                     &account,
                     AccountStatus::Normal,
                     &by,
                     &appeal.decision_ids,
                     &rule_ids,
-                    &note,
+                    &req.note,
                     now_ms,
                 )?;
                 self.accounts.stage_change(&mut batch, &change);
@@ -536,6 +550,17 @@ fn check_text(field: &'static str, text: &str) -> Result<(), EngineError> {
         ));
     }
     Ok(())
+}
+
+/// Who set a status, in words for the account's owner (never a rule id or key id).
+pub fn set_by(changed_by: &str) -> (&'static str, &'static str) {
+    match changed_by.split(':').next().unwrap_or_default() {
+        "rule" => ("after a risk check", "因风控检查"),
+        "model" => ("by the risk model", "由风控模型设置"),
+        "analyst" => ("by a risk analyst", "由风控审核人员设置"),
+        "appeal" => ("after an appeal", "经申诉"),
+        _ => ("by the platform", "由平台设置"),
+    }
 }
 
 /// Event or server time for people: `2026-11-29 08:30 UTC`.

@@ -6,7 +6,7 @@
 
 mod accounts;
 
-pub use accounts::format_time;
+pub use accounts::{format_time, set_by};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use crate::request::{payment_from_request, InvalidField};
 use crate::rules::{Hit, Mode, RuleErrors, RuleSet, Schema};
 use crate::store::{payment_key, DecisionStore, LogEntry, StoreError, PAYMENT_PREFIX};
 use crate::telemetry::{RuleLabels, Telemetry};
+use crate::units::Lang;
 use crate::vars;
 
 #[derive(Debug, thiserror::Error)]
@@ -121,25 +122,23 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Opens (or creates) the sled database in `config.data_dir` and loads the features
-    /// file and rules. A second process on the same folder fails here at once: sled holds
-    /// an exclusive lock on it.
+    /// Loads the features file, rules and model (configured paths, or what the binary
+    /// carries), then opens (or creates) the sled database in `config.data_dir`: a bad
+    /// input is reported before anything is created. A second process on the same folder
+    /// fails here at once: sled holds an exclusive lock on it.
     pub fn open(config: &Config) -> Result<Engine, EngineError> {
+        let inputs = Inputs::load(config)?;
         let db = open_db(&config.data_dir, config.sled_cache_mib)?;
-        Engine::with_db(db, config)
+        Engine::assemble(db, config, inputs)
     }
 
-    pub fn with_db(db: sled::Db, config: &Config) -> Result<Engine, EngineError> {
-        let set = match &config.features_file {
-            Some(path) => FeatureSet::load(path)?,
-            None => FeatureSet::defaults(),
-        };
-        let schema = vars::schema(&set);
-        let rules = load_rules(&config.rules_dir, &schema)?;
-        let model = match &config.model_path {
-            Some(path) => Some(load_model(path, set.names())?),
-            None => None,
-        };
+    fn assemble(db: sled::Db, config: &Config, inputs: Inputs) -> Result<Engine, EngineError> {
+        let Inputs {
+            set,
+            schema,
+            rules,
+            model,
+        } = inputs;
         let feature_set_version = format!("{:016x}", set.file_hash());
         let options = StoreOptions {
             cache_capacity: config.feature_cache_entities,
@@ -331,12 +330,12 @@ impl Engine {
         self.last_probability
     }
 
-    /// Loads the model file again and swaps it in; on any error the current model stays.
+    /// Loads the model file (or the bundled model) again and swaps it in; on any error the
+    /// current model stays.
     pub fn reload_model(&mut self) -> Result<(String, bool), EngineError> {
-        let Some(path) = self.config.model_path.clone() else {
+        let Some(model) = load_model(&self.config, self.features.set().names())? else {
             return Ok((String::new(), false));
         };
-        let model = load_model(&path, self.features.set().names())?;
         let changed = model.artifact.version() != self.model_version();
         if changed {
             tracing::info!(
@@ -349,10 +348,10 @@ impl Engine {
         Ok((self.model_version().to_owned(), changed))
     }
 
-    /// Compiles the rules directory again and swaps it in. On any error the current set
-    /// stays; payments already scored are unaffected either way.
+    /// Compiles the rules directory (or the bundled pack) again and swaps it in. On any
+    /// error the current set stays; payments already scored are unaffected either way.
     pub fn reload_rules(&mut self) -> Result<Reloaded, EngineError> {
-        let rules = load_rules(&self.config.rules_dir, &self.schema)?;
+        let rules = load_rules(self.config.rules_dir.as_deref(), &self.schema)?;
         let changed = rules.version() != self.rules.version();
         if changed {
             tracing::info!(
@@ -479,6 +478,8 @@ impl Engine {
             ruleset_version: self.rules.version().to_owned(),
             model_version: self.model_version().to_owned(),
             evaluated_at_ms: now_ms,
+            late_event: observation.late,
+            model_probability: self.last_probability,
         };
         let mut record = Decision {
             response: Some(response),
@@ -521,7 +522,9 @@ impl Engine {
     }
 
     /// Scores the current feature values with the model, if there is one, and returns its
-    /// top factors as MODEL reasons (signed log-odds contributions, in words).
+    /// top factors as MODEL reasons: each feature in the words a merchant reads, with its
+    /// value and its signed log-odds contribution. The probability itself is on the response
+    /// once (`model_probability`), not repeated on every factor.
     fn run_model(&mut self) -> Vec<proto::Reason> {
         let Some(model) = &self.model else {
             self.last_probability = 0.0;
@@ -533,35 +536,38 @@ impl Engine {
             .scorer
             .top_factors(&self.contributions, TOP_FACTORS, &mut self.factors);
         self.last_probability = probability;
-        let set = self.features.set();
+        let features = self.schema.vars().get(vars::REQUEST_FIELDS.len()..);
         self.factors
             .iter()
-            .map(|&(slot, contribution)| {
-                let def = set.describe(slot);
+            .filter_map(|&(slot, contribution)| {
+                let var = features?.get(slot)?;
                 let value = self.values.get(slot).copied().unwrap_or(0.0);
-                proto::Reason {
+                let (raises, raises_zh) = match contribution >= 0.0 {
+                    true => ("raises", "提高"),
+                    false => ("lowers", "降低"),
+                };
+                Some(proto::Reason {
                     code: "MODEL_FACTOR".into(),
                     source: proto::ReasonSource::Model as i32,
-                    id: def.name.clone(),
+                    id: var.name.clone(),
                     message: format!(
-                        "{}: {} ({} the fraud probability, {:.1}% in all)",
-                        def.description,
-                        crate::payment::format_feature(&def.name, value),
-                        if contribution >= 0.0 {
-                            "raises"
-                        } else {
-                            "lowers"
-                        },
-                        probability * 100.0
+                        "{}: {} ({raises} the fraud probability)",
+                        var.label,
+                        var.unit.format(value, Lang::En)
+                    ),
+                    message_zh: format!(
+                        "{}：{}（{raises_zh}欺诈概率）",
+                        var.label_zh,
+                        var.unit.format(value, Lang::Zh)
                     ),
                     contribution,
                     action: proto::Action::Unspecified as i32,
                     evidence: vec![decision::evidence(
-                        &def.name,
+                        var,
                         Some(crate::rules::Value::Num(value)),
                     )],
                     ..Default::default()
-                }
+                })
             })
             .collect()
     }
@@ -630,6 +636,15 @@ impl Engine {
     ) -> Result<proto::ReportOutcomeResponse, EngineError> {
         if req.payment_id.is_empty() {
             return Err(invalid("payment_id", "must not be empty"));
+        }
+        if req.reported_at_ms <= 0 {
+            return Err(invalid(
+                "reported_at_ms",
+                format!(
+                    "is required: when the truth became known, in UTC epoch ms (got {})",
+                    req.reported_at_ms
+                ),
+            ));
         }
         let mut decision = self
             .decisions
@@ -727,21 +742,63 @@ struct LoadedModel {
     scorer: Scorer,
 }
 
-fn load_model(path: &Path, feature_names: &[String]) -> Result<LoadedModel, EngineError> {
-    let artifact =
-        ModelArtifact::load(path, feature_names).map_err(|source| EngineError::Model {
-            path: path.to_owned(),
-            source,
-        })?;
-    let scorer = artifact.scorer();
-    Ok(LoadedModel { artifact, scorer })
+/// What an engine is built from besides its data: features, the variables rules see, rules
+/// and model, each from its configured path or from the binary (`crate::bundled`).
+struct Inputs {
+    set: FeatureSet,
+    schema: Schema,
+    rules: RuleSet,
+    model: Option<LoadedModel>,
 }
 
-fn load_rules(dir: &Path, schema: &Schema) -> Result<RuleSet, EngineError> {
-    RuleSet::load_dir(dir, schema).map_err(|errors| EngineError::Rules {
-        dir: dir.to_owned(),
-        errors,
-    })
+impl Inputs {
+    fn load(config: &Config) -> Result<Inputs, EngineError> {
+        let set = match &config.features_file {
+            Some(path) => FeatureSet::load(path)?,
+            None => FeatureSet::defaults(),
+        };
+        let schema = vars::schema(&set);
+        let rules = load_rules(config.rules_dir.as_deref(), &schema)?;
+        let model = load_model(config, set.names())?;
+        Ok(Inputs {
+            set,
+            schema,
+            rules,
+            model,
+        })
+    }
+}
+
+/// The configured model file, or the bundled model; `None` when the model is turned off.
+fn load_model(
+    config: &Config,
+    feature_names: &[String],
+) -> Result<Option<LoadedModel>, EngineError> {
+    if !config.model_enabled {
+        return Ok(None);
+    }
+    let (artifact, path) = match &config.model_path {
+        Some(path) => (ModelArtifact::load(path, feature_names), path.clone()),
+        None => (
+            crate::bundled::model(feature_names),
+            PathBuf::from(crate::bundled::MODEL_NAME),
+        ),
+    };
+    let artifact = artifact.map_err(|source| EngineError::Model { path, source })?;
+    let scorer = artifact.scorer();
+    Ok(Some(LoadedModel { artifact, scorer }))
+}
+
+/// The rules in `dir`, or the bundled pack.
+fn load_rules(dir: Option<&Path>, schema: &Schema) -> Result<RuleSet, EngineError> {
+    let (rules, dir) = match dir {
+        Some(dir) => (RuleSet::load_dir(dir, schema), dir.to_owned()),
+        None => (
+            crate::bundled::rules(schema),
+            PathBuf::from(crate::bundled::RULES_NAME),
+        ),
+    };
+    rules.map_err(|errors| EngineError::Rules { dir, errors })
 }
 
 /// Rebuilds the payment of a stored request. It was valid when scored; limits may have
@@ -846,11 +903,10 @@ pub(crate) mod tests {
     use super::*;
     use crate::request::tests::{valid_request, NOW};
 
-    /// The repository's bundled rules, wherever the tests run from.
+    /// The bundled rules and model.
     pub(crate) fn test_config(data_dir: &Path) -> Config {
         Config {
             data_dir: data_dir.to_owned(),
-            rules_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"),
             ..Config::default()
         }
     }
@@ -915,6 +971,15 @@ pub(crate) mod tests {
             engine.report_outcome(&unknown, NOW),
             Err(EngineError::UnknownPayment(_))
         ));
+        let missing = proto::ReportOutcomeRequest {
+            reported_at_ms: 0,
+            ..req.clone()
+        };
+        let err = engine
+            .report_outcome(&missing, NOW)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`reported_at_ms` is required"), "{err}");
         let early = proto::ReportOutcomeRequest {
             reported_at_ms: NOW - 1,
             ..req
@@ -1132,6 +1197,39 @@ pub(crate) mod tests {
         );
     }
 
+    /// The index behind a NORMAL account's explanation is written with a non-ALLOW decision
+    /// and, when sled lost it, rebuilt from the journal.
+    #[test]
+    fn flagged_decisions_are_indexed_by_account_and_restored_from_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(dir.path());
+        let mut blocked = valid_request();
+        blocked.payer.as_mut().unwrap().account_id = "acct-mule-0001".into();
+        {
+            let mut engine = Engine::open(&config).unwrap();
+            let journal = engine.start_journal().unwrap();
+            engine.score(&valid_request(), NOW).unwrap();
+            blocked.payment_id = "pay-2".into();
+            let scored = engine.score(&blocked, NOW).unwrap().response;
+            assert_eq!(scored.action(), proto::Action::Block);
+            let flagged = engine.decisions().flagged("acct-mule-0001", 10).unwrap();
+            assert_eq!(flagged.len(), 1);
+            journal.sync().unwrap();
+            let tree = engine.decisions().tree().clone();
+            for key in tree.scan_prefix(b"n/").keys() {
+                tree.remove(key.unwrap()).unwrap();
+            }
+            engine.db().flush().unwrap();
+        }
+        let engine = Engine::open(&config).unwrap();
+        let flagged = engine.decisions().flagged("acct-mule-0001", 10).unwrap();
+        let ids: Vec<_> = flagged
+            .iter()
+            .map(|d| d.request.clone().unwrap().payment_id)
+            .collect();
+        assert_eq!(ids, ["pay-2"]);
+    }
+
     #[test]
     fn a_journal_corrupt_in_the_middle_stops_the_open_with_its_offset() {
         let dir = tempfile::tempdir().unwrap();
@@ -1206,7 +1304,7 @@ pub(crate) mod tests {
         let good = "[[rule]]\nid = \"big\"\ndescription = \"big\"\nwhen = \"payment.amount_fen > 100\"\naction = \"review\"\nscore = 60\nreason_code = \"BIG\"\nmessage = \"big\"\n";
         std::fs::write(rules.path().join("a.toml"), good).unwrap();
         let config = Config {
-            rules_dir: rules.path().to_owned(),
+            rules_dir: Some(rules.path().to_owned()),
             ..test_config(data.path())
         };
         let mut engine = Engine::open(&config).unwrap();

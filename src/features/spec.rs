@@ -21,7 +21,15 @@
 //! lag = "7d"                   # optional: the window ends this long before the payment
 //! filter = { scene = ["PERSONAL_CODE_COLLECTION"], min_amount_fen = 100 }
 //! description = "distinct payers paying this payee in the last hour"
+//! label = "different payers in the last hour"   # optional: what a merchant reads
+//! label_zh = "过去1小时内的不同付款人"            # optional: the same in Chinese
 //! ```
+//!
+//! `label` and `label_zh` are the feature's name in explanations for merchants (summaries,
+//! remedies, evidence, model factors). They are optional so older files keep loading:
+//! without `label` the description is shown, without `label_zh` the English label. How the
+//! value is written (yuan, %, yes/no, days, hour) follows from the aggregate
+//! ([`Aggregate::unit`]).
 //!
 //! Fields usable in keys and `of`: payer, payee, device, ip, card, city, payee_kind, scene,
 //! channel, funding, merchant_category, `attr.<name>`. A key with an absent field (no card,
@@ -41,6 +49,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::payment::{Channel, Funding, OutcomeKind, PayeeKind, Payment, Scene};
+use crate::units::Unit;
 
 use super::FeatureFileError;
 
@@ -172,6 +181,22 @@ impl Aggregate {
         })
     }
 
+    /// How this aggregate's values are shown to people.
+    pub fn unit(self) -> Unit {
+        match self {
+            Aggregate::Count | Aggregate::Distinct | Aggregate::BadReports => Unit::Count,
+            Aggregate::Sum | Aggregate::Avg | Aggregate::Max | Aggregate::AmountFen => Unit::Yuan,
+            Aggregate::BadRate => Unit::Percent,
+            Aggregate::AmountVsAvg => Unit::Times,
+            Aggregate::NewValue
+            | Aggregate::IsNight
+            | Aggregate::IsWeekend
+            | Aggregate::IsRound => Unit::YesNo,
+            Aggregate::DaysSinceFirst => Unit::Days,
+            Aggregate::Hour => Unit::Hour,
+        }
+    }
+
     fn per_payment(self) -> bool {
         matches!(
             self,
@@ -257,6 +282,25 @@ pub struct FeatureDef {
     pub outcomes: Vec<OutcomeKind>,
     pub round_unit_fen: i64,
     pub description: String,
+    /// What a merchant reads for this feature, if the file gives it (see [`FeatureDef::label`]).
+    pub label: Option<String>,
+    pub label_zh: Option<String>,
+}
+
+impl FeatureDef {
+    /// The merchant-facing name: the label, or the description when the file has none.
+    pub fn label(&self) -> &str {
+        self.label.as_deref().unwrap_or(&self.description)
+    }
+
+    /// The Chinese label, or the English one when the file has none.
+    pub fn label_zh(&self) -> &str {
+        self.label_zh.as_deref().unwrap_or_else(|| self.label())
+    }
+
+    pub fn unit(&self) -> Unit {
+        self.aggregate.unit()
+    }
 }
 
 /// What one series of buckets stores for an entity.
@@ -344,6 +388,8 @@ struct RawFeature {
     outcomes: Option<Spanned<Vec<String>>>,
     round_unit_fen: Option<Spanned<i64>>,
     description: Spanned<String>,
+    label: Option<Spanned<String>>,
+    label_zh: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -516,6 +562,8 @@ impl FeatureSet {
                 outcomes: Vec::new(),
                 round_unit_fen: 100_000,
                 description: "no such feature slot".into(),
+                label: None,
+                label_zh: None,
             },
         }
     }
@@ -624,6 +672,15 @@ impl FeatureSet {
         if f.description.get_ref().trim().is_empty() {
             return Err(ctx.at(&f.description, "description is empty"));
         }
+        let label = |field: &Option<Spanned<String>>, key: &str| match field {
+            Some(l) if l.get_ref().trim().is_empty() => Err(ctx.at(
+                l,
+                format!("{key} is empty: leave it out or write the words"),
+            )),
+            Some(l) => Ok(Some(l.get_ref().trim().to_string())),
+            None => Ok(None),
+        };
+        let (label, label_zh) = (label(&f.label, "label")?, label(&f.label_zh, "label_zh")?);
         let agg = Aggregate::parse(f.aggregate.get_ref()).ok_or_else(|| {
             ctx.at(
                 &f.aggregate,
@@ -860,6 +917,8 @@ impl FeatureSet {
             outcomes,
             round_unit_fen,
             description: f.description.get_ref().trim().to_string(),
+            label,
+            label_zh,
         });
         Ok(())
     }

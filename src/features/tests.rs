@@ -603,6 +603,33 @@ fn file_errors_carry_line_numbers() {
     assert!(e.starts_with("f.toml:8:") && e.contains("NOPE"), "{e}");
 }
 
+#[test]
+fn every_bundled_feature_has_merchant_words_and_a_file_without_them_still_loads() {
+    for def in FeatureSet::defaults().defs() {
+        assert!(
+            def.label.is_some() && def.label_zh.is_some(),
+            "`{}` needs label and label_zh in default_features.toml",
+            def.name
+        );
+    }
+    let feature = "[entities]\npayer = [\"payer\"]\n[[feature]]\nname = \"payer.count_1h\"\nentity = \"payer\"\naggregate = \"count\"\nwindow = \"1h\"\ndescription = \"payments this payer made in the last hour\"\n";
+    let set = FeatureSet::parse(feature, "f.toml").unwrap();
+    let def = set.describe(0);
+    assert_eq!(def.label(), "payments this payer made in the last hour");
+    assert_eq!(def.label_zh(), def.label());
+    assert_eq!(def.unit(), crate::units::Unit::Count);
+    let labeled = format!("{feature}label = \"payments in the last hour\"\n");
+    let set = FeatureSet::parse(&labeled, "f.toml").unwrap();
+    assert_eq!(set.describe(0).label_zh(), "payments in the last hour");
+    let e = FeatureSet::parse(&format!("{feature}label_zh = \" \"\n"), "f.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("f.toml:9:") && e.contains("label_zh is empty"),
+        "{e}"
+    );
+}
+
 fn hash_of(i: u64, seed: u64) -> u64 {
     fnv64(format!("payer-{seed}-{i}").as_bytes())
 }

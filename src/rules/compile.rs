@@ -437,16 +437,27 @@ pub fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Opt
 #[derive(Debug, Clone, PartialEq)]
 pub enum Piece {
     Lit(String),
-    Var { slot: u32, yuan: bool },
-    Const { value: f64, yuan: bool },
+    Var { slot: u32, fmt: Fmt },
+    Const { value: f64, fmt: Fmt },
+}
+
+/// How a `{name}` placeholder prints a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fmt {
+    Plain,
+    /// `{name:yuan}`: fen as yuan.
+    Yuan,
+    /// `{name:percent}`: a share from 0 to 1 as a percentage.
+    Percent,
 }
 
 /// A checked message template.
 ///
 /// `{name}` inserts a variable or `params.NAME`; numbers print as integers when
 /// integral, else with up to 2 decimals. `{name:yuan}` prints an amount held in
-/// fen as yuan with exactly 2 decimals (`123456` → `1,234.56`); nothing is
-/// converted implicitly, because not every name containing `amount` is money.
+/// fen as yuan with exactly 2 decimals (`123456` → `1,234.56`), `{name:percent}` a share
+/// as a percentage (`0.05` → `5%`); nothing is converted implicitly, because not every
+/// name containing `amount` is money.
 /// `{{` and `}}` print literal braces.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Template {
@@ -494,13 +505,16 @@ pub fn compile_template(
                     Some((n, f)) => (n.trim(), Some(f.trim())),
                     None => (inner.trim(), None),
                 };
-                let yuan = match fmt {
-                    None => false,
-                    Some("yuan") => true,
+                let fmt = match fmt {
+                    None => Fmt::Plain,
+                    Some("yuan") => Fmt::Yuan,
+                    Some("percent") => Fmt::Percent,
                     Some(other) => {
                         errors.push(CompileError {
                             span,
-                            message: format!("unknown format `{other}`, the only format is `yuan`"),
+                            message: format!(
+                                "unknown format `{other}`, expected `yuan` or `percent`"
+                            ),
                             hint: None,
                         });
                         continue;
@@ -511,22 +525,22 @@ pub fn compile_template(
                         node: Node::Num(v), ..
                     }) => {
                         flush(&mut lit, &mut pieces);
-                        pieces.push(Piece::Const { value: v, yuan });
+                        pieces.push(Piece::Const { value: v, fmt });
                     }
                     Ok(Compiled {
                         node: Node::Var(slot),
                         ty,
                     }) => {
-                        if yuan && ty != Type::Num {
+                        if fmt != Fmt::Plain && ty != Type::Num {
                             errors.push(CompileError {
                                 span,
-                                message: format!("`:yuan` needs a number, `{name}` is a {ty}"),
+                                message: format!("a format needs a number, `{name}` is a {ty}"),
                                 hint: None,
                             });
                             continue;
                         }
                         flush(&mut lit, &mut pieces);
-                        pieces.push(Piece::Var { slot, yuan });
+                        pieces.push(Piece::Var { slot, fmt });
                     }
                     Ok(_) => errors.push(CompileError {
                         span,
@@ -574,14 +588,14 @@ impl Template {
     pub fn render(&self, vars: &[Value]) -> String {
         let mut out = String::new();
         for p in &self.pieces {
-            let (v, yuan) = match p {
+            let (v, fmt) = match p {
                 Piece::Lit(s) => {
                     out.push_str(s);
                     continue;
                 }
-                Piece::Const { value, yuan } => (Value::Num(*value), *yuan),
-                Piece::Var { slot, yuan } => match vars.get(*slot as usize) {
-                    Some(v) => (*v, *yuan),
+                Piece::Const { value, fmt } => (Value::Num(*value), *fmt),
+                Piece::Var { slot, fmt } => match vars.get(*slot as usize) {
+                    Some(v) => (*v, *fmt),
                     None => {
                         out.push('?');
                         continue;
@@ -591,8 +605,12 @@ impl Template {
             match v {
                 // Fen values are whole numbers held exactly in f64; yuan is rendered with
                 // integer arithmetic so money never passes through a float division.
-                Value::Num(n) if yuan => {
+                Value::Num(n) if fmt == Fmt::Yuan => {
                     out.push_str(&crate::payment::format_yuan(n.round() as i64))
+                }
+                Value::Num(n) if fmt == Fmt::Percent => {
+                    out.push_str(&format_num(n * 100.0));
+                    out.push('%');
                 }
                 Value::Num(n) => out.push_str(&format_num(n)),
                 Value::Str(s) => out.push_str(s),
@@ -687,11 +705,12 @@ mod tests {
             lists: &l,
         };
         let mut refs = Refs::default();
-        let t = compile_template("{payee.distinct_payers_1h} payers (limit {params.limit}), {{x}} {payment.amount_fen:yuan}", &env, &mut refs).unwrap();
+        let t = compile_template("{payee.distinct_payers_1h} payers (limit {params.limit}), {{x}} {payment.amount_fen:yuan} {payee.fraud_rate_30d_lag7d:percent}", &env, &mut refs).unwrap();
         let mut vars = vec![Value::Num(0.0); s.len()];
         vars[s.slot("payee.distinct_payers_1h").unwrap()] = Value::Num(37.0);
         vars[s.slot("payment.amount_fen").unwrap()] = Value::Num(123456.0);
-        assert_eq!(t.render(&vars), "37 payers (limit 30), {x} 1,234.56");
+        vars[s.slot("payee.fraud_rate_30d_lag7d").unwrap()] = Value::Num(0.0825);
+        assert_eq!(t.render(&vars), "37 payers (limit 30), {x} 1,234.56 8.25%");
         let errs =
             compile_template("{payee.distinct_payer_1h} {oops", &env, &mut refs).unwrap_err();
         assert_eq!(errs.len(), 2);

@@ -19,7 +19,10 @@ use toml::Spanned;
 use super::compile::{compile_expr, compile_template, CompileError, Env, Refs, Template};
 use super::parse::parse_expr;
 use super::verdict::{Action, Policy};
-use super::{AccountAction, List, Mode, Rule, RuleError, RuleErrors, RuleSet, Schema, Type};
+use super::{
+    AccountAction, List, Mode, ParamLabel, Rule, RuleError, RuleErrors, RuleSet, Schema, Type,
+};
+use crate::units::Unit;
 
 /// Largest rule file accepted.
 pub const MAX_FILE_BYTES: usize = 1024 * 1024;
@@ -37,7 +40,7 @@ pub const MAX_MESSAGE_LEN: usize = 2048;
 #[derive(Default)]
 struct RawFile {
     ruleset: Option<Spanned<RawRuleset>>,
-    params: Option<BTreeMap<String, Spanned<f64>>>,
+    params: Option<BTreeMap<String, Spanned<RawParam>>>,
     lists: Option<BTreeMap<String, Spanned<String>>>,
     policy: Option<Spanned<Policy>>,
     rule: Vec<RawRule>,
@@ -77,10 +80,7 @@ fn read_file(src: &Source, errors: &mut Errors) -> RawFile {
                 Ok(v) => out.ruleset = Some(Spanned::new(value.span(), v)),
                 Err(e) => toml_error(src, &e, at, errors),
             },
-            "params" => match de_value(value) {
-                Ok(v) => out.params = Some(v),
-                Err(e) => toml_error(src, &e, at, errors),
-            },
+            "params" => out.params = Some(read_params(src, value, errors)),
             "lists" => match de_value(value) {
                 Ok(v) => out.lists = Some(v),
                 Err(e) => toml_error(src, &e, at, errors),
@@ -118,6 +118,107 @@ fn read_file(src: &Source, errors: &mut Errors) -> RawFile {
         }
     }
     out
+}
+
+/// A param: `name = 30`, or with the words a merchant reads,
+/// `name = { value = 30, label = "...", label_zh = "...", unit = "count" }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParam {
+    value: f64,
+    #[serde(default)]
+    label: Option<Spanned<String>>,
+    #[serde(default)]
+    label_zh: Option<Spanned<String>>,
+    #[serde(default)]
+    unit: Option<Spanned<String>>,
+}
+
+const PARAM_SHAPE: &str =
+    "a number, or a table `{ value = 30, label = \"...\", label_zh = \"...\", unit = \"count\" }`";
+
+/// The `[params]` table, each entry a number or a `RawParam` table; every bad entry is
+/// reported at its own position.
+fn read_params(
+    src: &Source,
+    value: &Spanned<toml::de::DeValue<'_>>,
+    errors: &mut Errors,
+) -> BTreeMap<String, Spanned<RawParam>> {
+    use toml::de::DeValue;
+    let mut out = BTreeMap::new();
+    let DeValue::Table(table) = value.get_ref() else {
+        errors.at(src, value.span().start, "`params` must be a table", None);
+        return out;
+    };
+    for (key, value) in table.iter() {
+        let name = key.get_ref().to_string();
+        let param = match value.get_ref() {
+            DeValue::Integer(_) | DeValue::Float(_) => de_value(value).map(|value| RawParam {
+                value,
+                label: None,
+                label_zh: None,
+                unit: None,
+            }),
+            DeValue::Table(_) => de_value(value),
+            _ => {
+                let message = format!("param `{name}` must be {PARAM_SHAPE}");
+                errors.at(src, value.span().start, message, None);
+                continue;
+            }
+        };
+        match param {
+            Ok(p) => {
+                out.insert(name, Spanned::new(value.span(), p));
+            }
+            Err(e) => toml_error(src, &e, value.span().start, errors),
+        }
+    }
+    out
+}
+
+/// The words of a param, checked; `None` when it has none.
+fn param_label(
+    src: &Source,
+    name: &str,
+    param: RawParam,
+    errors: &mut Errors,
+) -> Option<ParamLabel> {
+    let mut text = |field: Option<Spanned<String>>, key: &str| {
+        let field = field?;
+        if field.get_ref().trim().is_empty() {
+            let message = format!("param `{name}`: `{key}` is empty");
+            errors.at(src, field.span().start, message, None);
+            return None;
+        }
+        Some((field.get_ref().trim().to_string(), field.span().start))
+    };
+    let label = text(param.label, "label");
+    let label_zh = text(param.label_zh, "label_zh");
+    let unit = param.unit.and_then(|u| match Unit::parse(u.get_ref()) {
+        Some(unit) => Some((unit, u.span().start)),
+        None => {
+            let names: Vec<&str> = Unit::ALL.iter().map(|u| u.as_str()).collect();
+            let message = format!(
+                "param `{name}`: unknown unit `{}`, expected one of `{}`",
+                u.get_ref(),
+                names.join("`, `")
+            );
+            errors.at(src, u.span().start, message, None);
+            None
+        }
+    });
+    let Some((label, _)) = label else {
+        if let Some(at) = label_zh.map(|(_, at)| at).or(unit.map(|(_, at)| at)) {
+            let message = format!("param `{name}` has words or a unit but no `label`");
+            errors.at(src, at, message, Some("add `label = \"...\"`".into()));
+        }
+        return None;
+    };
+    Some(ParamLabel {
+        label_zh: label_zh.map_or_else(|| label.clone(), |(l, _)| l),
+        label,
+        unit: unit.map_or(Unit::Number, |(u, _)| u),
+    })
 }
 
 #[derive(Deserialize)]
@@ -579,6 +680,7 @@ fn build(
     let mut label: Option<(String, usize)> = None;
     let mut params: HashMap<String, f64> = HashMap::new();
     let mut param_order: Vec<(String, f64)> = Vec::new();
+    let mut param_labels: HashMap<String, ParamLabel> = HashMap::new();
     let mut list_index: HashMap<String, usize> = HashMap::new();
     let mut lists: Vec<List> = Vec::new();
     let mut list_sources: Vec<Source> = Vec::new();
@@ -619,7 +721,7 @@ fn build(
             }
         }
         for (name, value) in raw.params.unwrap_or_default() {
-            let v = *value.get_ref();
+            let v = value.get_ref().value;
             if !is_name(&name) {
                 errors.at(
                     src,
@@ -642,6 +744,9 @@ fn build(
                     None,
                 );
             } else {
+                if let Some(label) = param_label(src, &name, value.into_inner(), &mut errors) {
+                    param_labels.insert(name.clone(), label);
+                }
                 params.insert(name.clone(), v);
                 param_order.push((name, v));
             }
@@ -868,6 +973,7 @@ fn build(
         rules,
         lists,
         params: param_order,
+        param_labels,
         policy: policy.map(|(p, _)| p).unwrap_or_default(),
         schema_len: schema.len(),
     })
@@ -959,6 +1065,78 @@ mode = "shadow"
         hits.clear();
         rs.evaluate(&vars, new_year, &mut hits);
         assert!(hits.is_empty());
+    }
+
+    #[test]
+    fn params_carry_words_for_merchants_and_plain_numbers_still_load() {
+        let labeled = GOOD.replace(
+            "limit = 30",
+            "limit = { value = 30, unit = \"count\", label = \"most payers in an hour\", label_zh = \"1小时内付款人上限\" }\nplain = 5",
+        );
+        let rs = load(&[("a.toml", &labeled), ("lists/blocked.txt", LIST)]).unwrap();
+        assert_eq!(rs.params()[0], ("limit".to_string(), 30.0));
+        let label = rs.param_label("limit");
+        assert_eq!(
+            (label.label.as_str(), label.label_zh.as_str(), label.unit),
+            ("most payers in an hour", "1小时内付款人上限", Unit::Count)
+        );
+        assert_eq!(
+            rs.param_label("plain").label,
+            "a limit set by the risk team"
+        );
+        assert_eq!(
+            load(&[("a.toml", GOOD), ("lists/blocked.txt", LIST)])
+                .unwrap()
+                .params()[0]
+                .1,
+            30.0
+        );
+    }
+
+    #[test]
+    fn a_param_table_with_a_mistake_is_reported_where_it_is() {
+        let bad = |param: &str| {
+            let text = format!("[params]\n{param}\n");
+            err_text(&[("a.toml", &text)])
+        };
+        let e = bad("limit = { label = \"x\" }");
+        assert!(
+            e.starts_with("a.toml:2:9:") && e.contains("missing field `value`"),
+            "{e}"
+        );
+        let e = bad("limit = { value = 3, lable = \"x\" }");
+        assert!(e.contains("unknown field `lable`"), "{e}");
+        let e = bad("limit = { value = 3, label = \"x\", unit = \"cny\" }");
+        assert!(
+            e.contains("a.toml:2:") && e.contains("unknown unit `cny`") && e.contains("`yuan`"),
+            "{e}"
+        );
+        let e = bad("limit = { value = 3, label_zh = \"上限\" }");
+        assert!(e.contains("has words or a unit but no `label`"), "{e}");
+        let e = bad("limit = \"30\"");
+        assert!(
+            e.contains("a.toml:2:9: param `limit` must be a number, or a table"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unclosed_parenthesis_is_reported_where_it_opens() {
+        let text = "[[rule]]\nid = \"x\"\nwhen = '''payer.count_1h > 1\n  && (payee.count_1h > 2 || payer.count_24h > 3'''\naction = \"review\"\nreason_code = \"R\"\nmessage = \"m\"\n";
+        let e = err_text(&[("a.toml", text)]);
+        assert!(e.starts_with("a.toml:4:6: this `(` is never closed"), "{e}");
+    }
+
+    #[test]
+    fn every_param_of_the_bundled_pack_has_words_in_both_languages() {
+        let rs = crate::bundled::rules(&schema()).unwrap();
+        for (name, _) in rs.params() {
+            let label = rs.param_labels.get(name);
+            assert!(
+                label.is_some_and(|l| !l.label.is_empty() && l.label_zh != l.label),
+                "param `{name}` has no English and Chinese label"
+            );
+        }
     }
 
     fn err_text(files: &[(&str, &str)]) -> String {

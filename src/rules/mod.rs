@@ -40,8 +40,8 @@
 //! # Usage
 //! ```ignore
 //! let schema = Schema::new(vec![
-//!     ("payee.kind".into(), Type::Str, "collecting account kind".into()),
-//!     ("payee.distinct_payers_1h".into(), Type::Num, "feature".into()),
+//!     SchemaVar::new("payee.kind", Type::Str, "collecting account kind"),
+//!     SchemaVar::new("payee.distinct_payers_1h", Type::Num, "different payers in the last hour"),
 //! ]);
 //! let rules = RuleSet::load_dir(Path::new("rules"), &schema)?; // Err displays file:line:col per error
 //! let vars = [Value::Str("PERSONAL"), Value::Num(37.0)];       // index = schema slot
@@ -65,6 +65,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+
+use crate::units::Unit;
 
 pub use cases::{run_test_files, TestFailure, TestReport};
 pub use eval::EvalError;
@@ -121,6 +123,29 @@ pub struct SchemaVar {
     pub name: String,
     pub ty: Type,
     pub description: String,
+    /// What a merchant reads for it, in English and Chinese.
+    pub label: String,
+    pub label_zh: String,
+    /// How its values are written for people.
+    pub unit: Unit,
+}
+
+impl SchemaVar {
+    /// A variable whose label is its description (tests, tools).
+    pub fn new(name: &str, ty: Type, description: &str) -> SchemaVar {
+        SchemaVar {
+            name: name.to_owned(),
+            ty,
+            description: description.to_owned(),
+            label: description.to_owned(),
+            label_zh: description.to_owned(),
+            unit: match ty {
+                Type::Num => Unit::Number,
+                Type::Str => Unit::Text,
+                Type::Bool => Unit::YesNo,
+            },
+        }
+    }
 }
 
 /// The variables rules may reference; a variable's slot is its index.
@@ -132,16 +157,8 @@ pub struct Schema {
 
 impl Schema {
     /// Later duplicates of a name are ignored (the first slot wins).
-    pub fn new(vars: Vec<(String, Type, String)>) -> Schema {
+    pub fn new(vars: Vec<SchemaVar>) -> Schema {
         let mut by_name = HashMap::with_capacity(vars.len());
-        let vars: Vec<SchemaVar> = vars
-            .into_iter()
-            .map(|(name, ty, description)| SchemaVar {
-                name,
-                ty,
-                description,
-            })
-            .collect();
         for (i, v) in vars.iter().enumerate() {
             by_name.entry(v.name.clone()).or_insert(i);
         }
@@ -314,6 +331,15 @@ impl List {
     }
 }
 
+/// What a merchant reads for a param, from `name = { value = .., label = "..", label_zh = "..",
+/// unit = ".." }` in a rule file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamLabel {
+    pub label: String,
+    pub label_zh: String,
+    pub unit: Unit,
+}
+
 /// A compiled, versioned set of rules plus the policy that combines their hits.
 #[derive(Debug, Clone)]
 pub struct RuleSet {
@@ -322,6 +348,7 @@ pub struct RuleSet {
     pub(crate) rules: Vec<Rule>,
     pub(crate) lists: Vec<List>,
     pub(crate) params: Vec<(String, f64)>,
+    pub(crate) param_labels: HashMap<String, ParamLabel>,
     pub(crate) policy: Policy,
     pub(crate) schema_len: usize,
 }
@@ -360,6 +387,19 @@ impl RuleSet {
     }
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// The words of a param as its file gives them; a param without a label reads as "a
+    /// limit set by the risk team", never by its name.
+    pub fn param_label(&self, name: &str) -> ParamLabel {
+        self.param_labels
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| ParamLabel {
+                label: "a limit set by the risk team".into(),
+                label_zh: "风控设定的限值".into(),
+                unit: Unit::Number,
+            })
     }
 
     /// Evaluate every rule in file order, appending fired (and failed) rules to
@@ -416,19 +456,19 @@ impl RuleSet {
         }
     }
 
-    /// The evidence of a hit: each referenced variable's name and value, for
-    /// storing with the decision (params used are in `hit.params`).
+    /// The evidence of a hit: each referenced variable and its value, for storing with
+    /// the decision (params used are in `hit.params`).
     pub fn evidence<'s, 'v>(
         &self,
         hit: &Hit,
         schema: &'s Schema,
         vars: &[Value<'v>],
-    ) -> Vec<(&'s str, Option<Value<'v>>)> {
+    ) -> Vec<(&'s SchemaVar, Option<Value<'v>>)> {
         hit.slots
             .iter()
             .filter_map(|&slot| {
-                let name = schema.vars().get(slot as usize)?.name.as_str();
-                Some((name, vars.get(slot as usize).copied()))
+                let var = schema.vars().get(slot as usize)?;
+                Some((var, vars.get(slot as usize).copied()))
             })
             .collect()
     }

@@ -529,9 +529,17 @@ impl Parser {
                 self.depth -= 1;
                 let (t, s) = self.peek().clone();
                 if !self.eat_op(")") {
+                    // At the end of the text the place to fix is the `(` left open, not
+                    // the end of the line.
+                    if t == Tok::Eof {
+                        return err(span, "this `(` is never closed: add a `)`");
+                    }
                     return err(
                         s,
-                        format!("expected `)` to close the `(` here, found {}", describe(&t)),
+                        format!(
+                            "expected `)` to close the `(` before, found {}",
+                            describe(&t)
+                        ),
                     );
                 }
                 Ok(inner)
@@ -607,8 +615,14 @@ mod tests {
         assert_eq!(e.span, Span::new(5, 5));
         let e = parse_expr("a = 1").unwrap_err();
         assert_eq!(e.span, Span::new(2, 3));
-        let e = parse_expr("(a && b").unwrap_err();
-        assert!(e.message.contains("`)`"), "{e}");
+        let e = parse_expr("x > 1 && (a && b").unwrap_err();
+        assert!(e.message.contains("never closed"), "{e}");
+        assert_eq!(e.span, Span::new(9, 10), "at the unclosed `(`");
+        let e = parse_expr("(a && b c").unwrap_err();
+        assert!(
+            e.message.contains("`)`") && e.message.contains("`c`"),
+            "{e}"
+        );
         let e = parse_expr("a < b < c").unwrap_err();
         assert!(e.message.contains("chained"));
         let e = parse_expr("x and y").unwrap_err();

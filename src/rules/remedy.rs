@@ -4,8 +4,8 @@
 
 use super::compile::{Cmp, Node};
 use super::eval::Ctx;
-use super::{Hit, RuleSet, Schema, Value};
-use crate::payment::format_feature;
+use super::{Hit, RuleSet, Schema, SchemaVar, Value};
+use crate::units::{Lang, Unit};
 
 /// One way out of a rule. `name` is empty for an advice step.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,28 +76,65 @@ fn threshold(term: &Node, schema: &Schema, ctx: &Ctx) -> Option<Remedy> {
         (other, Node::Var(s)) => (*s, other.eval_num(ctx).ok()?, mirror(*op)),
         _ => return None,
     };
-    let name = schema.vars().get(slot as usize)?.name.clone();
+    let var = schema.vars().get(slot as usize)?;
     let Some(Value::Num(value)) = ctx.vars.get(slot as usize).copied() else {
         return None;
     };
-    let (en, zh) = match op {
-        Cmp::Gt => ("at most", "不超过"),
-        Cmp::Ge => ("below", "低于"),
-        Cmp::Lt => ("at least", "不低于"),
-        Cmp::Le => ("above", "高于"),
-        Cmp::Eq => ("anything but", "不等于"),
-        Cmp::Ne => ("exactly", "等于"),
-    };
-    let (shown, shown_limit) = (format_feature(&name, value), format_feature(&name, limit));
+    let (message, message_zh) = words(var, op, value, limit);
     Some(Remedy {
-        message: format!(
-            "{name} was {shown}; {en} {shown_limit} would not have triggered this rule"
-        ),
-        message_zh: format!("{name} 为 {shown}；若{zh} {shown_limit}，则不会触发此规则"),
-        name,
+        message,
+        message_zh,
+        name: var.name.clone(),
         value,
         limit,
     })
+}
+
+/// "31 different payers in the last hour; 30 or fewer would not have triggered this check",
+/// in the feature's words and unit, in English and Chinese.
+fn words(var: &SchemaVar, op: Cmp, value: f64, limit: f64) -> (String, String) {
+    let unit = var.unit;
+    let [shown, limit_en] = [value, limit].map(|v| unit.format(v, Lang::En));
+    let [shown_zh, limit_zh] = [value, limit].map(|v| unit.format(v, Lang::Zh));
+    let fewer = if unit.is_count() { "fewer" } else { "less" };
+    let (way_out, way_out_zh) = if unit == Unit::YesNo {
+        // A flag has one way out: the other answer.
+        let other = if value >= 0.5 { 0.0 } else { 1.0 };
+        (
+            unit.format(other, Lang::En),
+            format!("为{}", unit.format(other, Lang::Zh)),
+        )
+    } else {
+        match op {
+            Cmp::Gt => (
+                format!("{limit_en} or {fewer}"),
+                format!("不超过 {limit_zh}"),
+            ),
+            Cmp::Ge => (
+                format!("{fewer} than {limit_en}"),
+                format!("低于 {limit_zh}"),
+            ),
+            Cmp::Lt => (format!("{limit_en} or more"), format!("不低于 {limit_zh}")),
+            Cmp::Le => (format!("more than {limit_en}"), format!("高于 {limit_zh}")),
+            Cmp::Eq => (
+                format!("anything but {limit_en}"),
+                format!("不等于 {limit_zh}"),
+            ),
+            Cmp::Ne => (format!("exactly {limit_en}"), format!("等于 {limit_zh}")),
+        }
+    };
+    let subject = if unit.is_count() {
+        format!("{shown} {}", var.label)
+    } else {
+        format!("{}: {shown}", var.label)
+    };
+    (
+        format!("{subject}; {way_out} would not have triggered this check"),
+        format!(
+            "{}：{shown_zh}；若{way_out_zh}，则不会触发此项检查",
+            var.label_zh
+        ),
+    )
 }
 
 /// `k < x` is `x > k`.
@@ -143,18 +180,20 @@ advice_zh = "改用商户收款码"
         assert_eq!(remedies.len(), 3, "{remedies:?}");
         assert_eq!(remedies[0].name, "payee.distinct_payers_1h");
         assert_eq!((remedies[0].value, remedies[0].limit), (37.0, 30.0));
-        assert!(
-            remedies[0].message.contains("at most 30"),
-            "{}",
-            remedies[0].message
+        assert_eq!(
+            remedies[0].message,
+            "37 different payers in the last hour; 30 or fewer would not have triggered this check"
         );
-        assert!(remedies[0].message_zh.contains("不超过 30"));
-        // `1000 <= amount` is `amount >= 1000`: below 10.00 CNY would not have fired.
+        assert_eq!(
+            remedies[0].message_zh,
+            "过去1小时内的不同付款人：37；若不超过 30，则不会触发此项检查"
+        );
+        // `1000 <= amount` is `amount >= 1000`: less than 10.00 CNY would not have fired.
         assert_eq!(remedies[1].name, "payee.amount_24h");
-        assert!(
-            remedies[1].message.contains("below 10.00 CNY"),
-            "{}",
-            remedies[1].message
+        assert_eq!(
+            remedies[1].message,
+            "total received in the last 24 hours: 2,500.00 CNY; less than 10.00 CNY would not \
+             have triggered this check"
         );
         assert_eq!(remedies[2].message_zh, "改用商户收款码");
         assert!(remedies[2].name.is_empty());

@@ -16,11 +16,24 @@ const TEXT = {
     decisions: "Why", payment: "Payment", amount: "amount", action: "action", risk: "risk score",
     value: "Value", detail: "Detail", name: "Name",
     remedies: "What would change the outcome", model: "Model factors",
+    model_p: "Model factors (fraud probability {p})",
+    ALLOW: "Allowed", CHALLENGE: "Extra verification", REVIEW: "Held for review", BLOCK: "Blocked",
+    yes: "yes", no: "no", times: "{x} times", days: "{x} days", day: "1 day",
+    PERSONAL: "personal collection code", MERCHANT: "merchant", AGGREGATOR_SUB_MERCHANT: "aggregator sub-merchant",
+    MERCHANT_STATIC_CODE: "merchant static code", MERCHANT_SCANS_PAYER: "merchant scans the payer",
+    PERSONAL_CODE_COLLECTION: "personal code collection", P2P_TRANSFER: "transfer", RED_PACKET: "red packet",
+    WITHDRAWAL: "withdrawal", CARD_TOPUP: "card top-up",
+    BALANCE: "balance", DEBIT_CARD: "debit card", CREDIT_CARD: "credit card", CREDIT_LINE: "credit line",
+    ALIPAY: "Alipay", WECHAT_PAY: "WeChat Pay", UNIONPAY_QUICKPASS: "UnionPay QuickPass",
+    AGGREGATOR: "aggregator", BANK_CARD: "bank card",
+    by_rule: "a risk check", by_model: "the risk model", by_analyst: "a risk analyst",
+    by_appeal: "appeal {id}", by_other: "the platform", rules_label: "rules",
     versions: "Versions: rules {r}, model {m}, features {f}",
     rescore_stands: "Under today's rules ({r}) and model this decision would still stand: {a}.",
     rescore_falls: "Under today's rules ({r}) and model this decision would not stand: {a}.",
     history: "History", by: "by", suppressions: "Protection after an overturned appeal",
     suppressed: "Rule {rule} will not act on this account until {until} (appeal {appeal}).",
+    suppressed_merchant: "The checks behind appeal {appeal} will not act on this account until {until}.",
     your_appeals: "Appeals", no_appeals: "No appeals yet.", no_queue: "No appeals here.",
     file_appeal: "Appeal this decision", statement: "Tell us what happened",
     send_appeal: "Send appeal", appeal_open: "Your appeal is being reviewed.",
@@ -28,7 +41,8 @@ const TEXT = {
     review: "Review", resolve: "Resolve appeal", uphold: "Uphold (keep the status)",
     overturn: "Overturn (restore the account)", resolve_note: "Reason shown to the merchant",
     submit: "Submit", statement_label: "Statement", decisions_label: "Decisions",
-    nothing: "Nothing to explain: no decision has acted on this account.",
+    nothing: "Nothing to explain: no recent payment of this account was challenged, held or blocked.",
+    by_hand: "No payment caused this status: it was set by hand (see the history).",
   },
   zh: {
     lang: "English", sign_in: "登录", sign_out: "退出", key_label: "访问密钥",
@@ -37,25 +51,39 @@ const TEXT = {
     gateway_key: "此密钥供支付网关使用。请使用商户或分析员密钥查看账户。",
     who_merchant: "商户", who_analyst: "分析员", who_open: "开放模式",
     queue: "申诉", lookup: "账户", explain: "查看原因", show: "显示", all: "全部",
-    OPEN: "待处理", UPHELD: "维持", OVERTURNED: "已撤销",
+    OPEN: "待处理", UPHELD: "已维持", OVERTURNED: "已推翻",
     NORMAL: "正常", LIMITED: "受限", FROZEN: "已冻结",
     account: "账户", since: "自", never_changed: "从未变更",
     decisions: "原因", payment: "支付", amount: "金额", action: "处理", risk: "风险分",
     value: "数值", detail: "说明", name: "名称",
     remedies: "怎样会得到不同的结果", model: "模型因素",
+    model_p: "模型因素（欺诈概率 {p}）",
+    ALLOW: "已放行", CHALLENGE: "需要额外验证", REVIEW: "转人工审核", BLOCK: "已拦截",
+    yes: "是", no: "否", times: "{x} 倍", days: "{x} 天", day: "1 天",
+    PERSONAL: "个人收款码", MERCHANT: "商户", AGGREGATOR_SUB_MERCHANT: "聚合支付子商户",
+    MERCHANT_STATIC_CODE: "商户静态码", MERCHANT_SCANS_PAYER: "商户扫码",
+    PERSONAL_CODE_COLLECTION: "个人收款码收款", P2P_TRANSFER: "转账", RED_PACKET: "红包",
+    WITHDRAWAL: "提现", CARD_TOPUP: "银行卡充值",
+    BALANCE: "余额", DEBIT_CARD: "借记卡", CREDIT_CARD: "信用卡", CREDIT_LINE: "信用额度",
+    ALIPAY: "支付宝", WECHAT_PAY: "微信支付", UNIONPAY_QUICKPASS: "云闪付",
+    AGGREGATOR: "聚合支付", BANK_CARD: "银行卡",
+    by_rule: "风控检查", by_model: "风控模型", by_analyst: "风控审核人员",
+    by_appeal: "申诉 {id}", by_other: "平台", rules_label: "规则",
     versions: "版本：规则 {r}，模型 {m}，特征 {f}",
     rescore_stands: "按照今天的规则（{r}）和模型，该决定依然成立：{a}。",
     rescore_falls: "按照今天的规则（{r}）和模型，该决定不再成立：{a}。",
     history: "记录", by: "操作方", suppressions: "申诉撤销后的保护",
     suppressed: "规则 {rule} 在 {until} 之前不会再对该账户生效（申诉 {appeal}）。",
+    suppressed_merchant: "申诉 {appeal} 涉及的检查在 {until} 之前不会再对该账户生效。",
     your_appeals: "申诉", no_appeals: "暂无申诉。", no_queue: "这里没有申诉。",
     file_appeal: "对该决定提出申诉", statement: "请说明情况",
     send_appeal: "提交申诉", appeal_open: "您的申诉正在审核中。",
     filed: "提交于", resolved: "处理于", note: "审核说明",
     review: "审核", resolve: "处理申诉", uphold: "维持（保持当前状态）",
-    overturn: "撤销（恢复账户）", resolve_note: "向商户展示的理由",
+    overturn: "推翻（恢复账户）", resolve_note: "向商户展示的理由",
     submit: "提交", statement_label: "申诉内容", decisions_label: "相关决定",
-    nothing: "没有需要解释的内容：没有任何决定影响过该账户。",
+    nothing: "没有需要解释的内容：该账户近期没有付款被要求验证、转人工审核或拦截。",
+    by_hand: "该状态并非由付款触发，而是由人工设置（见记录）。",
   },
 };
 
@@ -96,7 +124,7 @@ function time(ms) {
 
 // Minor units (fen) as yuan, with integer arithmetic: never through a float.
 function yuan(fen) {
-  const f = BigInt(fen || 0);
+  const f = BigInt(Math.round(Number(fen || 0)));
   const sign = f < 0n ? "-" : "";
   const a = f < 0n ? -f : f;
   return `${sign}¥${a / 100n}.${String(a % 100n).padStart(2, "0")}`;
@@ -130,21 +158,49 @@ function translateStatic() {
 
 // ---- explanation -------------------------------------------------------------------
 
+// Analysts (and open mode) see rule, feature and key ids beside the words; merchants only the words.
+const isAnalyst = () => !!me && me.role !== "merchant";
+
+// Whole numbers without decimals, others with at most two.
+const short = (v) => String(Math.round(Number(v || 0) * 100) / 100);
+
+// A value in the reader's language, the way its unit says (see `Evidence.unit` in the proto).
+function shown(value, unit, text) {
+  const v = Number(value || 0);
+  switch (unit) {
+    // Enum values (PERSONAL, FROZEN, CREDIT_CARD) in words; ids as they are.
+    case "text": return (/^[A-Z][A-Z0-9_]*$/.test(text || "") && TEXT[lang][text]) || text || "";
+    case "count": return String(Math.round(v));
+    case "yuan": return yuan(v);
+    case "percent": return `${short(v * 100)}%`;
+    case "times": return t("times", { x: short(v) });
+    case "yes_no": return t(v >= 0.5 ? "yes" : "no");
+    case "days": return short(v) === "1" ? t("day") : t("days", { x: short(v) });
+    case "hour": return `${String(Math.min(23, Math.max(0, Math.floor(v)))).padStart(2, "0")}:00`;
+    default: return text ? text : short(v);
+  }
+}
+
 function evidenceTable(evidence) {
-  if (!evidence || !evidence.length) return null;
+  const analyst = isAnalyst();
+  // Records from before labels carry only names: an analyst still sees them, a merchant not.
+  const rows = (evidence || []).filter((e) => analyst || e.label);
+  if (!rows.length) return null;
+  const head = [el("th", { text: t("detail") }), el("th", { text: t("value") })];
+  if (analyst) head.push(el("th", { text: t("name") }));
   return el("table", { class: "evidence" },
-    el("thead", {}, el("tr", {}, el("th", { text: t("name") }), el("th", { text: t("value") }),
-      el("th", { text: t("detail") }))),
-    el("tbody", {}, evidence.map((e) => el("tr", {},
-      el("td", { text: e.name }), el("td", { text: String(e.value ?? 0) }),
-      el("td", { text: e.text || "" })))));
+    el("thead", {}, el("tr", {}, head)),
+    el("tbody", {}, rows.map((e) => el("tr", {},
+      el("td", { text: pick(e.label, e.labelZh) || e.name }),
+      el("td", { text: shown(e.value, e.unit, e.text) }),
+      analyst ? el("td", { class: "muted", text: e.name }) : null))));
 }
 
 function reasonNode(reason) {
   const remedies = reason.remedies || [];
   return el("div", { class: "reason", "data-rule": reason.id || "" },
     el("div", { class: "message", text: pick(reason.message, reason.messageZh) }),
-    el("div", { class: "muted", text: [reason.code, reason.id, reason.accountAction].filter(Boolean).join(" · ") }),
+    isAnalyst() ? el("div", { class: "muted", text: [reason.code, reason.id, reason.accountAction].filter(Boolean).join(" · ") }) : null,
     evidenceTable(reason.evidence),
     remedies.length ? el("div", { class: "remedies" },
       el("strong", { text: t("remedies") }),
@@ -153,23 +209,36 @@ function reasonNode(reason) {
 
 function decisionNode(d) {
   const rescore = d.rescore;
+  const factors = d.modelFactors || [];
+  const probability = `${Math.round(Number(d.modelProbability || 0) * 1000) / 10}%`;
   return el("div", { class: "decision", "data-decision": d.decisionId },
     el("h3", { text: `${t("payment")} ${d.paymentId} · ${yuan(d.amountFen)} · ${time(d.eventTimeMs)}` }),
-    el("div", { class: "muted", text: `${t("action")}: ${d.action || "—"} · ${t("risk")}: ${d.riskScore || 0}` }),
+    el("div", { class: "muted", text: `${t("action")}: ${d.action ? t(d.action) : "—"} · ${t("risk")}: ${d.riskScore || 0}` }),
     (d.reasons || []).map(reasonNode),
-    d.modelFactors && d.modelFactors.length ? el("div", {},
-      el("strong", { text: t("model") }),
-      el("ul", {}, d.modelFactors.map((f) => el("li", { text: pick(f.message, f.messageZh) })))) : null,
+    factors.length ? el("div", { class: "model" },
+      el("strong", { text: d.modelProbability ? t("model_p", { p: probability }) : t("model") }),
+      el("ul", {}, factors.map((f) => el("li", { text: pick(f.message, f.messageZh) })))) : null,
     el("div", { class: "muted", text: t("versions", { r: d.rulesetVersion || "—", m: d.modelVersion || "—", f: d.featureSetVersion || "—" }) }),
     rescore ? el("p", {
       class: rescore.stillStands ? "rescore rescore-yes" : "rescore rescore-no",
       text: t(rescore.stillStands ? "rescore_stands" : "rescore_falls",
-        { r: rescore.rulesetVersion || "—", a: rescore.action || "—" }),
+        { r: rescore.rulesetVersion || "—", a: rescore.action ? t(rescore.action) : "—" }),
     }) : null);
+}
+
+// Who changed a status, in words; analysts also see the rule and key ids.
+function changedBy(h) {
+  const [kind, id] = (h.changedBy || "").split(/:(.*)/s);
+  const words = kind === "appeal" ? t("by_appeal", { id }) : t(`by_${["rule", "model", "analyst"].includes(kind) ? kind : "other"}`);
+  if (!isAnalyst()) return words;
+  const rules = (h.ruleIds || []).length ? ` · ${t("rules_label")} ${h.ruleIds.join(", ")}` : "";
+  return `${words} (${h.changedBy})${rules}`;
 }
 
 function accountNode(x) {
   const status = x.status || "NORMAL";
+  const suppressions = x.suppressions || [];
+  const appeals = [...new Map(suppressions.map((s) => [s.appealId, s])).values()];
   return [
     el("h2", {}, `${t("account")} `, el("span", { id: "account-id", text: x.accountId })),
     el("p", {},
@@ -178,13 +247,16 @@ function accountNode(x) {
       el("span", { class: "muted", text: Number(x.statusSinceMs || 0) ? `${t("since")} ${time(x.statusSinceMs)}` : t("never_changed") })),
     el("p", { id: "summary", class: "summary", text: pick(x.summary, x.summaryZh) }),
     el("h3", { text: t("decisions") }),
-    (x.decisions || []).length ? x.decisions.map(decisionNode) : el("p", { class: "muted", text: t("nothing") }),
-    (x.suppressions || []).length ? [el("h3", { text: t("suppressions") }),
-      el("ul", {}, x.suppressions.map((s) => el("li", { text: t("suppressed", { rule: s.ruleId, until: time(s.untilMs), appeal: s.appealId }) })))] : null,
+    (x.decisions || []).length ? x.decisions.map(decisionNode)
+      : el("p", { class: "muted", text: t(status === "NORMAL" ? "nothing" : "by_hand") }),
+    suppressions.length ? [el("h3", { text: t("suppressions") }),
+      el("ul", {}, isAnalyst()
+        ? suppressions.map((s) => el("li", { text: t("suppressed", { rule: s.ruleId, until: time(s.untilMs), appeal: s.appealId }) }))
+        : appeals.map((s) => el("li", { text: t("suppressed_merchant", { until: time(s.untilMs), appeal: s.appealId }) })))] : null,
     (x.history || []).length ? [el("h3", { text: t("history") }),
       el("ul", { id: "history" }, x.history.map((h) => el("li", {
-        text: `${time(h.atMs)}: ${t(h.from || "NORMAL")} → ${t(h.to || "NORMAL")} · ${t("by")} ${h.changedBy}`
-          + `${(h.ruleIds || []).length ? " · " + h.ruleIds.join(", ") : ""}${h.note ? " · " + h.note : ""}`,
+        text: `${time(h.atMs)}: ${t(h.from || "NORMAL")} → ${t(h.to || "NORMAL")} · ${t("by")} ${changedBy(h)}`
+          + `${h.note ? " · " + h.note : ""}`,
       })))] : null,
   ];
 }

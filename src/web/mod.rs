@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -60,6 +60,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/appeals", get(list_appeals).post(file_appeal))
         .route("/api/appeals/{id}", get(get_appeal))
         .route("/api/appeals/{id}/resolve", post(resolve_appeal))
+        .route("/api/{*rest}", any(unknown_api))
         .with_state(web)
 }
 
@@ -140,6 +141,15 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 
 fn flag(query: &HashMap<String, String>, name: &str) -> bool {
     matches!(query.get(name).map(String::as_str), Some("1" | "true"))
+}
+
+/// Any other `/api/` path: a JSON error like every API error, not an empty page.
+async fn unknown_api(uri: axum::http::Uri) -> ApiError {
+    ApiError(tonic::Status::not_found(format!(
+        "no API `{}`; the API is /api/whoami, /api/explain, /api/appeals, /api/appeals/{{id}} \
+         and /api/appeals/{{id}}/resolve",
+        uri.path()
+    )))
 }
 
 async fn whoami(State(web): State<Web>, headers: HeaderMap) -> ApiResult {

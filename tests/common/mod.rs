@@ -40,10 +40,8 @@ impl TestServer {
             http: Some(http),
         };
         let options = ServeOptions {
-            commit_gather: Duration::ZERO,
             shutdown_grace: Duration::from_secs(5),
-            watch_rules: config.watch_rules.then(|| config.rules_dir.clone()),
-            watch_model: config.model_path.clone().filter(|_| config.watch_rules),
+            ..ServeOptions::from_config(&config)
         };
         let task = tokio::spawn(async move {
             fengkong::server::run(listeners, engine, options, async {
@@ -66,7 +64,7 @@ impl TestServer {
         copy_rules(rules_dir);
         Self::start_with(Config {
             data_dir: data_dir.to_owned(),
-            rules_dir: rules_dir.to_owned(),
+            rules_dir: Some(rules_dir.to_owned()),
             watch_rules: false,
             ..Config::default()
         })
@@ -160,6 +158,19 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String
     )
 }
 
+/// The gRPC address a `fengkong serve` child announces on its first stdout line.
+pub fn announced_addr(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
+        .strip_prefix("fengkong listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned()
+}
+
 /// A copy of the bundled rule pack that a test may edit.
 pub fn copy_rules(to: &Path) {
     let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
@@ -198,4 +209,52 @@ pub fn collection(code: &str, id: &str, n: usize, at: i64) -> proto::ScoreReques
     req.device_id = format!("dev-{n}");
     req.ip = format!("198.51.100.{}", n % 250);
     req
+}
+
+/// Names a merchant must never read: every feature and dotted request field
+/// (`payee.distinct_payers_1h`, `payer.account_id`), `params.`, and every param and rule id of
+/// the bundled pack.
+pub fn raw_names() -> Vec<String> {
+    let schema = fengkong::vars::schema(&fengkong::features::FeatureSet::defaults());
+    let rules = fengkong::bundled::rules(&schema).unwrap();
+    let mut names: Vec<String> = schema
+        .vars()
+        .iter()
+        .map(|v| v.name.clone())
+        .filter(|n| n.contains('.'))
+        .collect();
+    names.push("params.".into());
+    names.extend(rules.params().iter().map(|(n, _)| n.clone()));
+    names.extend(rules.rules().iter().map(|r| r.id.to_string()));
+    names
+}
+
+/// Panics naming every raw name found in `text`, a merchant's view of `what`.
+pub fn assert_no_raw_names(text: &str, what: &str) {
+    let found: Vec<String> = raw_names()
+        .into_iter()
+        .filter(|n| text.contains(n.as_str()))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "{what} shows {found:?} to a merchant:\n{text}"
+    );
+}
+
+/// Every word of an explanation that reaches a merchant: summaries, reasons, remedies,
+/// evidence labels and model factors, in both languages.
+pub fn merchant_words(x: &proto::Explanation) -> String {
+    let mut out = vec![x.summary.clone(), x.summary_zh.clone()];
+    for d in &x.decisions {
+        for r in d.reasons.iter().chain(&d.model_factors) {
+            out.extend([r.message.clone(), r.message_zh.clone()]);
+            for m in &r.remedies {
+                out.extend([m.message.clone(), m.message_zh.clone()]);
+            }
+            for e in &r.evidence {
+                out.extend([e.label.clone(), e.label_zh.clone()]);
+            }
+        }
+    }
+    out.join("\n")
 }
