@@ -107,7 +107,7 @@ fn run(
     options: &ReplayOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Run, BacktestError> {
-    let (_dir, mut engine) = scratch_engine(rules_dir, features_file, None)?;
+    let (_dir, mut engine) = scratch_engine(Some(rules_dir), features_file, None)?;
     let ruleset = engine.ruleset();
     let mut run = Run {
         version: ruleset.version().to_owned(),

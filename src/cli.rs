@@ -97,14 +97,17 @@ pub struct TrainArgs {
     /// precision on the holdout (the last 20% of the training period) is kept.
     #[arg(long, value_enum)]
     pub algo: Option<AlgoArg>,
+    /// Seed of every random choice in training (row and feature sampling); the same data,
+    /// parameters and seed give the same model, byte for byte.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Training threads (0 = all cores); the model is the same whatever the number.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Rules folder (rules do not feed the model; the replay needs a valid set).
-    #[arg(long, default_value = "rules")]
-    pub rules: PathBuf,
+    /// Rules folder (default: the rule pack built into the binary). Rules do not feed the
+    /// model; the replay that computes the features needs a valid set.
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
     /// Where to write the model artifact (JSON).
     #[arg(long)]
     pub out: PathBuf,
@@ -333,7 +336,7 @@ fn progress(what: &str, done: usize, total: usize) {
 
 fn replay(args: ReplayArgs) -> Result<(), CliError> {
     let (events, options) = load_events(&args.input)?;
-    let (_dir, mut engine) = crate::replay::scratch_engine_with(
+    let (_dir, mut engine) = crate::replay::scratch_engine(
         args.rules.as_deref(),
         args.input.features.as_deref(),
         args.model.as_deref(),
@@ -388,7 +391,7 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
     };
     let trained = crate::training::train(
         &events,
-        &args.rules,
+        args.rules.as_deref(),
         args.input.features.as_deref(),
         &options,
         (args.train_from, args.train_to),

@@ -196,18 +196,9 @@ fn output(e: csv::Error) -> ReplayError {
     ReplayError::Output(e.to_string())
 }
 
-/// An engine on a fresh temporary store, for offline runs. Keep the `TempDir` alive as long
-/// as the engine.
+/// An engine on a fresh temporary store, for offline runs; no rules folder means the bundled
+/// pack. Keep the `TempDir` alive as long as the engine.
 pub fn scratch_engine(
-    rules_dir: &std::path::Path,
-    features_file: Option<&std::path::Path>,
-    model: Option<&std::path::Path>,
-) -> Result<(tempfile::TempDir, Engine), EngineError> {
-    scratch_engine_with(Some(rules_dir), features_file, model)
-}
-
-/// [`scratch_engine`] where no rules folder means the bundled pack.
-pub fn scratch_engine_with(
     rules_dir: Option<&std::path::Path>,
     features_file: Option<&std::path::Path>,
     model: Option<&std::path::Path>,

@@ -81,7 +81,7 @@ pub struct Trained {
 /// artifact's `test`).
 pub fn train(
     events: &[LabeledEvent],
-    rules_dir: &Path,
+    rules_dir: Option<&Path>,
     features_file: Option<&Path>,
     options: &ReplayOptions,
     (from_ms, to_ms): (i64, i64),

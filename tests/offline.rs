@@ -215,7 +215,7 @@ async fn replay_features_equal_the_live_server_features() {
         e.label = None;
     }
 
-    let (_tmp, mut engine) = scratch_engine(&rules_dir(), None, Some(&model_path())).unwrap();
+    let (_tmp, mut engine) = scratch_engine(Some(&rules_dir()), None, Some(&model_path())).unwrap();
     let names = engine.feature_names().to_vec();
     let mut offline = Vec::new();
     let options = ReplayOptions {

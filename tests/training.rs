@@ -36,7 +36,7 @@ fn a_forest_trained_on_simulated_payments_ranks_a_later_period_well() {
     let period = (sim.start_ms + 5 * DAY, sim.start_ms + 30 * DAY);
     let trained = train(
         &report.events,
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"),
+        Some(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")),
         None,
         &options,
         period,
