@@ -4,6 +4,11 @@
 //! Keys live in `<data-dir>/keys.json`, outside sled, so `fengkong keys add` works while the
 //! server runs (sled locks its folder); the server re-reads the file when it changes. Only
 //! a SHA-256 of each key is stored: a key is shown once, when it is made.
+//!
+//! Once a data dir has had keys, the server remembers it in sled (the `auth` tree): from
+//! then on a missing, empty or unreadable keys file closes the server (every call refused,
+//! logged at ERROR) instead of opening it, so moving the file away never lets anyone in.
+//! Open mode is only for a data dir that never had keys, or `--insecure-no-keys`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -56,11 +61,8 @@ struct KeysFile {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read `{path}`: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Read(crate::files::FileError),
     #[error("`{path}` is not a valid keys file: {reason}")]
     Parse { path: PathBuf, reason: String },
     #[error("cannot write `{path}`: {source}")]
@@ -68,8 +70,10 @@ pub enum KeyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("a merchant key needs --account (the merchant's own account id)")]
+    #[error("a merchant key needs --account (the merchant's own account id, not empty)")]
     MerchantWithoutAccount,
+    #[error("cannot record that this data dir has keys: {0}")]
+    Marker(#[from] sled::Error),
     #[error("no key with id `{0}`")]
     UnknownId(String),
 }
@@ -86,6 +90,9 @@ pub enum AuthError {
         role: &'static str,
         action: &'static str,
     },
+    /// The data dir has had keys but the keys file is gone or broken: nobody is let in.
+    #[error("this server requires API keys but cannot read them ({0}); every call is refused until the keys file is restored")]
+    Closed(String),
 }
 
 /// Who is calling.
@@ -162,16 +169,13 @@ fn keys_path(data_dir: &Path) -> PathBuf {
 }
 
 fn read_file(path: &Path) -> Result<KeysFile, KeyError> {
-    match std::fs::read_to_string(path) {
+    match crate::files::read_regular_text(path, crate::files::MAX_SMALL_FILE_BYTES) {
         Ok(text) => serde_json::from_str(&text).map_err(|e| KeyError::Parse {
             path: path.to_owned(),
             reason: e.to_string(),
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KeysFile::default()),
-        Err(source) => Err(KeyError::Read {
-            path: path.to_owned(),
-            source,
-        }),
+        Err(e) if e.is_not_found() => Ok(KeysFile::default()),
+        Err(e) => Err(KeyError::Read(e)),
     }
 }
 
@@ -202,6 +206,9 @@ pub fn add_key(
     account: Option<String>,
     now_ms: i64,
 ) -> Result<(KeyRecord, String), KeyError> {
+    // An empty account would name no merchant, and `Some("")` would match an empty
+    // account id in a request.
+    let account = account.filter(|a| !a.trim().is_empty());
     if role == Role::Merchant && account.is_none() {
         return Err(KeyError::MerchantWithoutAccount);
     }
@@ -244,64 +251,160 @@ pub fn revoke_key(data_dir: &Path, id: &str) -> Result<(), KeyError> {
 pub struct Keys {
     path: PathBuf,
     state: Arc<RwLock<Snapshot>>,
+    /// Where "this data dir has had keys" is remembered; none in tests of the file alone.
+    marker: Option<sled::Tree>,
+    /// `--insecure-no-keys`: a missing or empty keys file opens the server even after keys.
+    insecure_no_keys: bool,
 }
+
+const HAD_KEYS: &[u8] = b"had_keys";
 
 #[derive(Default)]
 struct Snapshot {
+    /// The file's modification time when it was read; `None` when it was missing.
     modified: Option<SystemTime>,
+    /// False until the first read: the first refresh always reads.
+    read: bool,
     keys: Vec<KeyRecord>,
+    /// Why every call is refused, when it is.
+    closed: Option<String>,
+}
+
+/// What a refresh found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refreshed {
+    Unchanged,
+    /// The file was read again and its keys are in force.
+    Reloaded,
+    /// Every call is refused from now on; the reason says why.
+    Closed(String),
 }
 
 impl Keys {
-    pub fn open(data_dir: &Path) -> Result<Keys, KeyError> {
+    /// The keys of `data_dir`, remembering in `db` once there have been any.
+    pub fn open(data_dir: &Path, db: &sled::Db, insecure_no_keys: bool) -> Result<Keys, KeyError> {
         let keys = Keys {
             path: keys_path(data_dir),
             state: Arc::default(),
+            marker: Some(db.open_tree("auth")?),
+            insecure_no_keys,
         };
         keys.refresh()?;
         Ok(keys)
     }
 
-    /// Re-reads the file if it changed. A broken file keeps the keys already loaded.
-    pub fn refresh(&self) -> Result<bool, KeyError> {
+    /// The keys file alone, with nothing remembered between processes.
+    pub fn from_file(data_dir: &Path) -> Result<Keys, KeyError> {
+        let keys = Keys {
+            path: keys_path(data_dir),
+            state: Arc::default(),
+            marker: None,
+            insecure_no_keys: false,
+        };
+        keys.refresh()?;
+        Ok(keys)
+    }
+
+    fn had_keys(&self) -> Result<bool, KeyError> {
+        let in_memory = self
+            .state
+            .read()
+            .map(|s| !s.keys.is_empty())
+            .unwrap_or(true);
+        let stored = match &self.marker {
+            Some(tree) => tree.contains_key(HAD_KEYS)?,
+            None => false,
+        };
+        Ok(in_memory || stored)
+    }
+
+    fn remember_keys(&self) -> Result<(), KeyError> {
+        if let Some(tree) = &self.marker {
+            if !tree.contains_key(HAD_KEYS)? {
+                tree.insert(HAD_KEYS, &[1u8])?;
+                tree.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-reads the file if it changed (or was never read). A file with keys puts them in
+    /// force; a missing or empty one opens the server only if this data dir never had keys
+    /// (or `--insecure-no-keys`); an unreadable one always closes it.
+    pub fn refresh(&self) -> Result<Refreshed, KeyError> {
         let modified = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .ok();
         let unchanged = self
             .state
             .read()
-            .map(|s| s.modified == modified)
+            .map(|s| s.read && s.modified == modified)
             .unwrap_or(false);
         if unchanged {
-            return Ok(false);
+            return Ok(Refreshed::Unchanged);
         }
-        let file = read_file(&self.path)?;
+        let closed = match read_file(&self.path) {
+            Ok(file) if !file.keys.is_empty() => {
+                self.remember_keys()?;
+                self.set(modified, file.keys, None);
+                return Ok(Refreshed::Reloaded);
+            }
+            Ok(_) if self.insecure_no_keys || !self.had_keys()? => {
+                self.set(modified, Vec::new(), None);
+                return Ok(Refreshed::Reloaded);
+            }
+            Ok(_) => match modified {
+                None => format!("`{}` is missing", self.path.display()),
+                Some(_) => format!("`{}` holds no keys", self.path.display()),
+            },
+            Err(e) => e.to_string(),
+        };
+        self.set(modified, Vec::new(), Some(closed.clone()));
+        Ok(Refreshed::Closed(closed))
+    }
+
+    fn set(&self, modified: Option<SystemTime>, keys: Vec<KeyRecord>, closed: Option<String>) {
         if let Ok(mut state) = self.state.write() {
             *state = Snapshot {
                 modified,
-                keys: file.keys,
+                read: true,
+                keys,
+                closed,
             };
         }
-        Ok(true)
     }
 
-    /// True when no key exists at all: the server runs open.
+    /// True when no key exists at all and the server is not closed: the server runs open.
     pub fn is_open(&self) -> bool {
         self.state
             .read()
-            .map(|s| s.keys.is_empty())
+            .map(|s| s.keys.is_empty() && s.closed.is_none())
             .unwrap_or(false)
     }
 
-    /// Identifies the caller from the `authorization` metadata value.
+    /// Why every call is refused, if it is.
+    pub fn closed_reason(&self) -> Option<String> {
+        self.state.read().ok().and_then(|s| s.closed.clone())
+    }
+
+    /// Identifies the caller from the `authorization` metadata value. The scheme is
+    /// case-insensitive (RFC 9110 section 11.1); the key itself is not.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
-        let state = self.state.read().map_err(|_| AuthError::Unknown)?;
+        let state = self
+            .state
+            .read()
+            .map_err(|_| AuthError::Closed("the key table is poisoned".into()))?;
+        if let Some(reason) = &state.closed {
+            return Err(AuthError::Closed(reason.clone()));
+        }
         if state.keys.is_empty() {
             return Ok(Caller::Open);
         }
         let secret = authorization
-            .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, secret)| secret.trim())
             .filter(|s| !s.is_empty())
             .ok_or(AuthError::Missing)?;
         let digest = hash(secret);
@@ -325,7 +428,7 @@ mod tests {
     #[test]
     fn keys_are_hashed_checked_and_revocable() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = Keys::open(dir.path()).unwrap();
+        let keys = Keys::from_file(dir.path()).unwrap();
         assert!(keys.is_open());
         assert_eq!(keys.authenticate(None), Ok(Caller::Open));
 
@@ -335,7 +438,7 @@ mod tests {
             !stored.contains(&secret),
             "the secret itself is never stored"
         );
-        assert!(keys.refresh().unwrap());
+        assert_eq!(keys.refresh().unwrap(), Refreshed::Reloaded);
         assert_eq!(keys.authenticate(None), Err(AuthError::Missing));
         assert_eq!(
             keys.authenticate(Some("Bearer nope")),
@@ -358,19 +461,79 @@ mod tests {
             revoke_key(dir.path(), "zzz"),
             Err(KeyError::UnknownId(_))
         ));
-        assert!(matches!(
-            add_key(dir.path(), Role::Merchant, None, 0),
-            Err(KeyError::MerchantWithoutAccount)
-        ));
+        for account in [None, Some(String::new()), Some("  ".into())] {
+            assert!(matches!(
+                add_key(dir.path(), Role::Merchant, account, 0),
+                Err(KeyError::MerchantWithoutAccount)
+            ));
+        }
     }
 
     #[test]
-    fn a_broken_keys_file_keeps_the_loaded_keys() {
+    fn the_scheme_is_case_insensitive_the_key_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let (_, secret) = add_key(dir.path(), Role::Gateway, None, 1).unwrap();
-        let keys = Keys::open(dir.path()).unwrap();
+        let keys = Keys::from_file(dir.path()).unwrap();
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let header = format!("{scheme} {secret}");
+            assert!(keys.authenticate(Some(&header)).is_ok(), "{header}");
+        }
+        let upper = format!("Bearer {}", secret.to_uppercase());
+        assert_eq!(keys.authenticate(Some(&upper)), Err(AuthError::Unknown));
+        let basic = format!("Basic {secret}");
+        assert_eq!(keys.authenticate(Some(&basic)), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn a_broken_keys_file_closes_the_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, secret) = add_key(dir.path(), Role::Gateway, None, 1).unwrap();
+        let keys = Keys::from_file(dir.path()).unwrap();
         std::fs::write(dir.path().join(KEYS_FILE), "{ not json").unwrap();
-        assert!(keys.refresh().is_err());
-        assert!(keys.authenticate(Some(&format!("Bearer {secret}"))).is_ok());
+        assert!(matches!(keys.refresh().unwrap(), Refreshed::Closed(_)));
+        let refused = keys.authenticate(Some(&format!("Bearer {secret}")));
+        assert!(matches!(refused, Err(AuthError::Closed(_))), "{refused:?}");
+        assert!(!keys.is_open());
+    }
+
+    #[test]
+    fn a_data_dir_that_had_keys_stays_closed_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let keys = Keys::open(dir.path(), &db, false).unwrap();
+        assert!(keys.is_open(), "a data dir that never had keys runs open");
+        let (_, secret) = add_key(dir.path(), Role::Gateway, None, 1).unwrap();
+        keys.refresh().unwrap();
+        std::fs::remove_file(dir.path().join(KEYS_FILE)).unwrap();
+        assert!(matches!(keys.refresh().unwrap(), Refreshed::Closed(_)));
+        assert!(matches!(keys.authenticate(None), Err(AuthError::Closed(_))));
+
+        // A new process on the same data dir remembers, from sled.
+        drop(keys);
+        let reopened = Keys::open(dir.path(), &db, false).unwrap();
+        assert!(matches!(
+            reopened.authenticate(None),
+            Err(AuthError::Closed(_))
+        ));
+        std::fs::write(dir.path().join(KEYS_FILE), r#"{"keys": []}"#).unwrap();
+        reopened.refresh().unwrap();
+        assert!(
+            matches!(reopened.authenticate(None), Err(AuthError::Closed(_))),
+            "an emptied file closes it too"
+        );
+        // Restoring a key reopens it to that key only.
+        let (_, again) = add_key(dir.path(), Role::Gateway, None, 2).unwrap();
+        assert_eq!(reopened.refresh().unwrap(), Refreshed::Reloaded);
+        assert!(reopened
+            .authenticate(Some(&format!("Bearer {again}")))
+            .is_ok());
+        assert_eq!(
+            reopened.authenticate(Some(&format!("Bearer {secret}"))),
+            Err(AuthError::Unknown)
+        );
+
+        std::fs::remove_file(dir.path().join(KEYS_FILE)).unwrap();
+        let insecure = Keys::open(dir.path(), &db, true).unwrap();
+        assert!(insecure.is_open(), "--insecure-no-keys opens it on purpose");
     }
 }

@@ -263,6 +263,10 @@ pub struct LoadgenArgs {
     /// Random seed of the generated traffic.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Each request's deadline (grpc-timeout), e.g. 250ms; RESOURCE_EXHAUSTED refusals are
+    /// counted apart from errors.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub deadline: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -273,9 +277,13 @@ pub struct ServeArgs {
     /// Folder for the sled database (overrides the config file).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// HTTP address for /metrics (overrides the config file).
+    /// HTTP address of the merchant and analyst page (overrides the config file).
     #[arg(long)]
     pub http_listen: Option<SocketAddr>,
+    /// Address of /metrics and /healthz, for operators (default 127.0.0.1:9464; port 0
+    /// picks a free one; overrides the config file).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Rules folder, watched for changes (default: the rule pack built into the binary).
     #[arg(long)]
     pub rules_dir: Option<PathBuf>,
@@ -288,6 +296,10 @@ pub struct ServeArgs {
     /// TOML config file; unknown keys are an error. Flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Run open (every call allowed) when the keys file is missing or empty, even though
+    /// this data dir has had keys. Without it such a server refuses every call.
+    #[arg(long)]
+    pub insecure_no_keys: bool,
 }
 
 /// Errors reaching the user from any subcommand, printed once by `main`.
@@ -601,6 +613,7 @@ fn loadgen(args: LoadgenArgs) -> Result<(), CliError> {
         key: args.key,
         max_in_flight: 20_000,
         seed: args.seed,
+        deadline: args.deadline,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -610,9 +623,29 @@ fn loadgen(args: LoadgenArgs) -> Result<(), CliError> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         let l = &report.latency_us;
+        let r = &report.refused_latency_us;
+        let share = |n: u64| 100.0 * n as f64 / report.sent.max(1) as f64;
         println!(
-            "sent {} ok {} errors {} achieved {:.0}/s\nlatency us: p50 {} p90 {} p99 {} p99.9 {} max {}",
-            report.sent, report.ok, report.errors, report.achieved_rps, l.p50, l.p90, l.p99, l.p999, l.max
+            "sent {} ok {} refused {} errors {} achieved {:.0}/s\n\
+             answered within the {} ms deadline (decision or refusal): {} ({:.1}%)\n\
+             latency us (decisions): p50 {} p90 {} p99 {} p99.9 {} max {}\n\
+             latency us (refusals): p50 {} p99 {} max {}",
+            report.sent,
+            report.ok,
+            report.refused,
+            report.errors,
+            report.achieved_rps,
+            report.deadline_ms,
+            report.answered_within_deadline,
+            share(report.answered_within_deadline),
+            l.p50,
+            l.p90,
+            l.p99,
+            l.p999,
+            l.max,
+            r.p50,
+            r.p99,
+            r.max
         );
         for (code, n) in &report.errors_by_code {
             println!("  error {code}: {n}");
@@ -638,6 +671,9 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     if let Some(http) = args.http_listen {
         config.http_listen = http;
     }
+    if let Some(metrics) = args.metrics_listen {
+        config.metrics_listen = metrics;
+    }
     if let Some(dir) = args.rules_dir {
         config.rules_dir = Some(dir);
     }
@@ -659,19 +695,28 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             true => Some(tokio::net::TcpListener::bind(config.http_listen).await?),
             false => None,
         };
+        let metrics = tokio::net::TcpListener::bind(config.metrics_listen).await?;
         // Scripts and tests read the real ports from these lines (useful with port 0). A
         // closed stdout must not kill the server, so write errors are ignored.
         let mut announce = format!("fengkong listening on {addr}\n");
         if let Some(http) = &http {
             announce += &format!("fengkong http on {}\n", http.local_addr()?);
         }
+        announce += &format!("fengkong metrics on {}\n", metrics.local_addr()?);
         let mut stdout = std::io::stdout();
         let _ = stdout
             .write_all(announce.as_bytes())
             .and_then(|_| stdout.flush());
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
-        let options = crate::server::ServeOptions::from_config(&config);
-        let listeners = crate::server::Listeners { grpc, http };
+        let options = crate::server::ServeOptions {
+            insecure_no_keys: args.insecure_no_keys,
+            ..crate::server::ServeOptions::from_config(&config)
+        };
+        let listeners = crate::server::Listeners {
+            grpc,
+            http,
+            metrics: Some(metrics),
+        };
         crate::server::run(listeners, engine, options, shutdown_signal()).await?;
         Ok(())
     })

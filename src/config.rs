@@ -12,10 +12,13 @@ use serde::Deserialize;
 pub struct Config {
     /// gRPC address.
     pub listen: SocketAddr,
-    /// HTTP address for `/metrics` (and the merchant page); `http_listen = ""` is not
-    /// accepted: use `http_enabled = false` to turn it off.
+    /// HTTP address of the merchant and analyst page (nothing operational is served
+    /// there); `http_listen = ""` is not accepted: use `http_enabled = false` to turn it off.
     pub http_listen: SocketAddr,
     pub http_enabled: bool,
+    /// Address of `/metrics` and `/healthz`, for operators only: rule names and hit counts
+    /// are not for merchants, so they get their own listener (port 0 picks a free one).
+    pub metrics_listen: SocketAddr,
     /// Folder of the sled database (decisions, windows, accounts).
     pub data_dir: PathBuf,
     /// Folder of rule files (`*.toml`, with `lists/` and `tests/`); none means the rule pack
@@ -41,6 +44,8 @@ pub struct Config {
     /// more writing; more means a longer replay of the decision log after a crash.
     pub feature_checkpoint_every: usize,
     pub limits: Limits,
+    /// Caps and timeouts of every listener (`[connections]`).
+    pub connections: crate::connections::ConnectionLimits,
     /// How long the group committer may wait to gather more writes into one flush.
     /// Zero flushes as soon as a write is waiting.
     pub commit_delay_us: u64,
@@ -61,6 +66,14 @@ pub struct Config {
     /// On SIGTERM/ctrl-c, how long in-flight calls and idle clients get before connections
     /// are closed.
     pub shutdown_grace_ms: u64,
+    /// Below this much free space (MiB) on the data dir's filesystem every write is refused
+    /// with UNAVAILABLE, before sled meets a full disk; reads go on, and writes resume by
+    /// themselves once space is back.
+    pub min_free_disk_mib: u64,
+    /// Longest a Score or ReportOutcome may wait for the engine (measured service time x
+    /// queue); past it, or past the caller's deadline, it is refused at once with
+    /// RESOURCE_EXHAUSTED and a retry-after hint.
+    pub max_queue_wait_ms: u64,
 }
 
 impl Default for Config {
@@ -69,6 +82,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             http_enabled: true,
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             data_dir: PathBuf::from("data"),
             rules_dir: None,
             model_path: None,
@@ -80,12 +94,15 @@ impl Default for Config {
             sled_cache_mib: 256,
             feature_checkpoint_every: 5_000,
             limits: Limits::default(),
+            connections: crate::connections::ConnectionLimits::default(),
             commit_delay_us: 0,
             enforce_account_actions: true,
             limited_daily_cap_fen: 200_000,
             appeal_suppression_days: 30,
             model_account_actions: Vec::new(),
             shutdown_grace_ms: 10_000,
+            min_free_disk_mib: 64,
+            max_queue_wait_ms: 20,
         }
     }
 }

@@ -96,3 +96,52 @@ pub fn evidence(var: &SchemaVar, value: Option<Value>) -> proto::Evidence {
         unit: var.unit.as_str().into(),
     }
 }
+
+/// A rule that failed to evaluate, as a reason: its id and the error for analysts (the
+/// `rule_error` evidence, beside the values it read), plain words for the merchant, and
+/// the action the failure asks for under `[policy] on_rule_error` (`asks`).
+pub fn rule_error_reason(
+    rules: &RuleSet,
+    schema: &Schema,
+    hit: &Hit,
+    vars: &[Value],
+    asks: rules::Action,
+) -> proto::Reason {
+    let mut reason = reason(rules, schema, hit, vars);
+    let held = asks >= rules::Action::Review;
+    let (message, message_zh) = match held {
+        true => (
+            "One of our automatic checks could not be completed for this payment, so a person \
+             will look at it.",
+            "本笔付款的一项自动风控检查未能完成，将由人工审核。",
+        ),
+        false => (
+            "One of our automatic checks could not be completed for this payment; it was \
+             decided without that check.",
+            "本笔付款的一项自动风控检查未能完成，已在不考虑该检查的情况下作出决定。",
+        ),
+    };
+    reason.code = "RULE_ERROR".into();
+    reason.source = proto::ReasonSource::Rule as i32;
+    reason.message = message.into();
+    reason.message_zh = message_zh.into();
+    reason.contribution = 0.0;
+    reason.action = match held {
+        true => action(asks),
+        false => proto::Action::Unspecified,
+    } as i32;
+    reason.account_action = proto::AccountAction::Unspecified as i32;
+    reason.remedies.clear();
+    reason.evidence.insert(
+        0,
+        proto::Evidence {
+            name: "rule_error".into(),
+            value: 0.0,
+            text: hit.error.map(|e| e.to_string()).unwrap_or_default(),
+            label: "what went wrong in the check".into(),
+            label_zh: "检查出错的原因".into(),
+            unit: "text".into(),
+        },
+    );
+    reason
+}

@@ -13,6 +13,7 @@ use crate::auth::{AuthError, Caller, Keys, Role};
 use crate::commit::CommitError;
 use crate::engine::{self, EngineError};
 use crate::explain;
+use crate::grpc_layer::Deadline;
 use crate::proto;
 use crate::server::{now_ms, EngineHandle};
 use crate::store::DecisionStore;
@@ -34,10 +35,12 @@ fn authorize<T>(
     Ok(caller)
 }
 
-fn auth_status(error: AuthError) -> Status {
+pub fn auth_status(error: AuthError) -> Status {
     match error {
         AuthError::Missing | AuthError::Unknown => Status::unauthenticated(error.to_string()),
         AuthError::Forbidden { .. } => Status::permission_denied(error.to_string()),
+        // Our fault, not the caller's: a gateway falls back as for any outage.
+        AuthError::Closed(_) => Status::unavailable(error.to_string()),
     }
 }
 
@@ -64,6 +67,69 @@ pub fn status(error: EngineError) -> Status {
     }
 }
 
+/// `google.rpc.Status` and `google.rpc.RetryInfo` (googleapis `google/rpc/*.proto`), the
+/// standard place for a retry hint in gRPC status details; two small messages are written
+/// out here rather than pulling in a crate of every googleapis type.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<prost_types::Duration>,
+}
+
+/// RESOURCE_EXHAUSTED with a retry-after hint: `google.rpc.RetryInfo` in the status details,
+/// and the same in milliseconds as `retry-after-ms` metadata for simple clients.
+pub fn overloaded(message: String, retry_after: std::time::Duration) -> Status {
+    use prost::Message;
+    let retry = RetryInfo {
+        retry_delay: Some(prost_types::Duration {
+            seconds: retry_after.as_secs() as i64,
+            nanos: retry_after.subsec_nanos() as i32,
+        }),
+    };
+    let details = RpcStatus {
+        code: tonic::Code::ResourceExhausted as i32,
+        message: message.clone(),
+        details: vec![prost_types::Any {
+            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+            value: retry.encode_to_vec(),
+        }],
+    };
+    let mut status = Status::with_details(
+        tonic::Code::ResourceExhausted,
+        message,
+        details.encode_to_vec().into(),
+    );
+    if let Ok(value) = retry_after.as_millis().to_string().parse() {
+        status.metadata_mut().insert("retry-after-ms", value);
+    }
+    status
+}
+
+/// The retry-after hint of an `overloaded` status, if it has one.
+pub fn retry_after(status: &Status) -> Option<std::time::Duration> {
+    use prost::Message;
+    let details = RpcStatus::decode(status.details()).ok()?;
+    let any = details
+        .details
+        .iter()
+        .find(|a| a.type_url.ends_with("google.rpc.RetryInfo"))?;
+    let delay = RetryInfo::decode(any.value.as_slice()).ok()?.retry_delay?;
+    Some(std::time::Duration::new(
+        u64::try_from(delay.seconds).ok()?,
+        u32::try_from(delay.nanos).ok()?,
+    ))
+}
+
 pub fn commit_status(error: CommitError) -> Status {
     tracing::error!(error = %error, "decision not made durable");
     Status::unavailable(format!("decision not stored durably, retry: {error}"))
@@ -82,6 +148,7 @@ pub fn code_name(code: tonic::Code) -> &'static str {
         Unauthenticated => "UNAUTHENTICATED",
         FailedPrecondition => "FAILED_PRECONDITION",
         Unavailable => "UNAVAILABLE",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
         Internal => "INTERNAL",
         _ => "OTHER",
     }
@@ -168,9 +235,12 @@ impl proto::risk_engine_server::RiskEngine for RiskEngineService {
         let started = Instant::now();
         let result = async {
             authorize(&self.keys, &request, &[Role::Gateway], "score payments")?;
+            let deadline = Deadline::of(&request);
             let req = request.into_inner();
             self.engine
-                .run_durable(move |e| e.score(&req, now_ms()).map(|s| s.response))
+                .run_durable_within(deadline, move |e| {
+                    e.score(&req, now_ms()).map(|s| s.response)
+                })
                 .await
         }
         .await;
@@ -203,9 +273,10 @@ impl proto::risk_engine_server::RiskEngine for RiskEngineService {
         let result = async {
             let roles = [Role::Gateway, Role::Analyst];
             authorize(&self.keys, &request, &roles, "report outcomes")?;
+            let deadline = Deadline::of(&request);
             let req = request.into_inner();
             self.engine
-                .run_durable(move |e| e.report_outcome(&req, now_ms()))
+                .run_durable_within(deadline, move |e| e.report_outcome(&req, now_ms()))
                 .await
         }
         .await;
@@ -473,6 +544,8 @@ impl proto::rule_admin_server::RuleAdmin for RuleAdminService {
             rules: reloaded.rules as u32,
             shadow_rules: reloaded.shadow_rules as u32,
             changed: reloaded.changed,
+            added_rules: reloaded.added,
+            removed_rules: reloaded.removed,
         }))
     }
 }

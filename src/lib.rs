@@ -12,13 +12,17 @@
 //! engine.rs    the pipeline on one thread; decision log; feature recovery
 //! store.rs     decision records and the log in sled   commit.rs  group commit
 //! server.rs    runs it: engine thread, reloads, shutdown;  grpc.rs  services, errors → status
+//! grpc_layer.rs  deadlines and the codes of errors tonic raises before a handler runs
 //! ```
 //!
-//! Around it: `auth.rs` (keys and roles), `telemetry.rs` + `http.rs` (metrics),
+//! Around it: `auth.rs` (keys and roles), `telemetry.rs` + `http.rs` (metrics, on their own
+//! listener), `connections.rs` (connection caps and timeouts of every listener), `health.rs`
+//! (free disk space; writes refused before the disk is full),
 //! `loadgen.rs` (load from outside), and the offline path that shares the engine:
 //! `events.rs` (labeled CSV), `simulate.rs`, `replay.rs`, `backtest.rs`, `training.rs`,
 //! `quality.rs` (ranking metrics). `bundled.rs` is what the binary carries (rule pack, model,
-//! features) for when no path is configured; `units.rs` writes values for people (yuan, %,
+//! features) for when no path is configured; `files.rs` reads what the server loads
+//! (regular files only, bounded); `units.rs` writes values for people (yuan, %,
 //! yes/no) in English and Chinese. `config.rs` holds every tunable; `cli.rs` and `main.rs`
 //! only wire things up.
 
@@ -29,12 +33,16 @@ pub mod bundled;
 pub mod cli;
 pub mod commit;
 pub mod config;
+pub mod connections;
 pub mod decision;
 pub mod engine;
 pub mod events;
 pub mod explain;
 pub mod features;
+pub mod files;
 pub mod grpc;
+pub mod grpc_layer;
+pub mod health;
 pub mod http;
 pub mod journal;
 pub mod loadgen;

@@ -4,6 +4,12 @@
 //! latency is measured from the moment the request was *due* (give or take the timer's
 //! 1 ms tick), so queueing anywhere (client, network, server) shows up in the percentiles
 //! instead of silently lowering the rate.
+//!
+//! Each request carries a deadline (`--deadline`, 10 s by default) as `grpc-timeout`. A
+//! RESOURCE_EXHAUSTED answer is the server's admission control refusing fast, which a
+//! gateway can fall back on: it is counted as `refused`, apart from `errors`, and the
+//! percentiles are those of the decisions served. `answered_within_deadline` counts the
+//! decisions and refusals that came back within the deadline.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,6 +42,8 @@ pub struct LoadConfig {
     /// Requests allowed in flight before new ones are counted as client overload.
     pub max_in_flight: usize,
     pub seed: u64,
+    /// Each request's deadline (sent as `grpc-timeout`).
+    pub deadline: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,13 +59,24 @@ pub enum LoadError {
 /// What a run achieved. Latencies are in microseconds.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LoadReport {
+    /// Decisions served per second.
     pub achieved_rps: f64,
     pub sent: u64,
+    /// Decisions served.
     pub ok: u64,
+    /// RESOURCE_EXHAUSTED: refused at once by admission control (not errors).
+    pub refused: u64,
+    /// Everything else that failed, by code.
     pub errors: u64,
     pub errors_by_code: BTreeMap<String, u64>,
     pub actions: BTreeMap<String, u64>,
+    /// Decisions or refusals that came back within the deadline.
+    pub answered_within_deadline: u64,
+    pub deadline_ms: u64,
+    /// Of the decisions served.
     pub latency_us: Percentiles,
+    /// Of the refusals.
+    pub refused_latency_us: Percentiles,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -72,8 +91,20 @@ pub struct Percentiles {
 #[derive(Default)]
 struct Tally {
     ok: u64,
+    refused: u64,
+    within_deadline: u64,
     errors_by_code: BTreeMap<String, u64>,
     actions: BTreeMap<String, u64>,
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    Percentiles {
+        p50: h.value_at_quantile(0.50),
+        p90: h.value_at_quantile(0.90),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        max: h.max(),
+    }
 }
 
 pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
@@ -103,10 +134,13 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
         ),
         None => None,
     };
-    let histogram = Arc::new(Mutex::new(
+    let new_histogram = || {
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-            .map_err(|e| LoadError::Histogram(e.to_string()))?,
-    ));
+            .map_err(|e| LoadError::Histogram(e.to_string()))
+    };
+    let histogram = Arc::new(Mutex::new(new_histogram()?));
+    let refused_histogram = Arc::new(Mutex::new(new_histogram()?));
+    let deadline_us = config.deadline.as_micros() as u64;
     let tally = Arc::new(Mutex::new(Tally::default()));
     let in_flight = Arc::new(AtomicUsize::new(0));
     let mut traffic = Traffic::new(config);
@@ -127,26 +161,38 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
             continue;
         }
         let mut request = tonic::Request::new(traffic.next(n));
-        request.set_timeout(Duration::from_secs(10));
+        request.set_timeout(config.deadline);
         if let Some(key) = &key {
             request.metadata_mut().insert("authorization", key.clone());
         }
         let mut client = clients[(n as usize) % clients.len()].clone();
-        let (histogram, tally, in_flight) = (histogram.clone(), tally.clone(), in_flight.clone());
+        let (histogram, refused_histogram) = (histogram.clone(), refused_histogram.clone());
+        let (tally, in_flight) = (tally.clone(), in_flight.clone());
         in_flight.fetch_add(1, Ordering::Relaxed);
         tasks.spawn(async move {
             let result = client.score(request).await;
             let micros = sent.elapsed().as_micros().max(1) as u64;
             in_flight.fetch_sub(1, Ordering::Relaxed);
-            if let Ok(mut h) = histogram.lock() {
-                h.saturating_record(micros);
-            }
+            let within = micros <= deadline_us;
             match result {
                 Ok(resp) => {
+                    if let Ok(mut h) = histogram.lock() {
+                        h.saturating_record(micros);
+                    }
                     if let Ok(mut t) = tally.lock() {
                         t.ok += 1;
+                        t.within_deadline += u64::from(within);
                         let action = resp.into_inner().action().as_str_name().to_owned();
                         *t.actions.entry(action).or_default() += 1;
+                    }
+                }
+                Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                    if let Ok(mut h) = refused_histogram.lock() {
+                        h.saturating_record(micros);
+                    }
+                    if let Ok(mut t) = tally.lock() {
+                        t.refused += 1;
+                        t.within_deadline += u64::from(within);
                     }
                 }
                 Err(status) => count_error(&tally, &format!("{:?}", status.code())),
@@ -161,6 +207,9 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
     let h = histogram
         .lock()
         .map_err(|e| LoadError::Histogram(e.to_string()))?;
+    let refused_h = refused_histogram
+        .lock()
+        .map_err(|e| LoadError::Histogram(e.to_string()))?;
     let t = tally
         .lock()
         .map_err(|e| LoadError::Histogram(e.to_string()))?;
@@ -169,16 +218,14 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
         achieved_rps: t.ok as f64 / elapsed,
         sent: total,
         ok: t.ok,
+        refused: t.refused,
         errors,
         errors_by_code: t.errors_by_code.clone(),
         actions: t.actions.clone(),
-        latency_us: Percentiles {
-            p50: h.value_at_quantile(0.50),
-            p90: h.value_at_quantile(0.90),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-        },
+        answered_within_deadline: t.within_deadline,
+        deadline_ms: config.deadline.as_millis() as u64,
+        latency_us: percentiles(&h),
+        refused_latency_us: percentiles(&refused_h),
     })
 }
 

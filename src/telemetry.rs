@@ -1,5 +1,6 @@
 //! Operational metrics in Prometheus text format: request counts, per-stage latency,
-//! rule hits, model scores and store health. Served at `/metrics` on the HTTP port.
+//! rule hits, model scores, connections, overload and store health. Served at `/metrics` on
+//! the operators' listener (`metrics_listen`).
 
 use std::time::Duration;
 
@@ -38,6 +39,17 @@ pub struct StatusLabels {
     pub by: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// grpc, page or metrics.
+    pub listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleErrorLabels {
+    pub rule: String,
+}
+
 /// Every metric the server exports. Cheap to update from any thread.
 pub struct Telemetry {
     registry: Registry,
@@ -50,6 +62,13 @@ pub struct Telemetry {
     pub cache_misses: Counter,
     pub store_bytes: Gauge,
     pub account_changes: Family<StatusLabels, Counter>,
+    pub connections_open: Family<ListenerLabels, Gauge>,
+    pub connections_refused: Family<ListenerLabels, Counter>,
+    pub connections_timed_out: Family<ListenerLabels, Counter>,
+    pub rule_errors: Family<RuleErrorLabels, Counter>,
+    pub overload_refusals: Counter,
+    pub writes_refused: Gauge,
+    pub disk_free_bytes: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -116,8 +135,57 @@ impl Default for Telemetry {
             "Account status changes by new status and by what made them",
             account_changes.clone(),
         );
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Open client connections per listener",
+            connections_open.clone(),
+        );
+        let connections_refused = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because the listener's connection cap was reached",
+            connections_refused.clone(),
+        );
+        let connections_timed_out = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connections_timed_out",
+            "Connections closed for sending nothing within the handshake or idle timeout",
+            connections_timed_out.clone(),
+        );
+        let rule_errors = Family::<RuleErrorLabels, Counter>::default();
+        registry.register(
+            "rule_errors",
+            "Rule evaluations that failed (division by zero, ...), by rule id",
+            rule_errors.clone(),
+        );
+        let overload_refusals = Counter::default();
+        registry.register(
+            "overload_refusals",
+            "Calls refused with RESOURCE_EXHAUSTED because they could not be served within their deadline",
+            overload_refusals.clone(),
+        );
+        let writes_refused = Gauge::default();
+        registry.register(
+            "writes_refused",
+            "1 while writes are refused (free disk below min_free_disk_mib, or the last write failed)",
+            writes_refused.clone(),
+        );
+        let disk_free_bytes = Gauge::default();
+        registry.register(
+            "disk_free_bytes",
+            "Free space on the data dir's filesystem, as last checked",
+            disk_free_bytes.clone(),
+        );
         Telemetry {
             registry,
+            connections_open,
+            connections_refused,
+            connections_timed_out,
+            rule_errors,
+            overload_refusals,
+            writes_refused,
+            disk_free_bytes,
             account_changes,
             calls,
             stage_seconds,

@@ -30,6 +30,8 @@ fn serve(binary: &Path, cwd: &Path, extra: &[&str]) -> (Child, String) {
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ])
         .args(extra)
         .stdout(Stdio::piped())

@@ -22,10 +22,16 @@ async fn a_short_run_reports_rate_errors_and_percentiles() {
         key: None,
         max_in_flight: 1_000,
         seed: 3,
+        deadline: Duration::from_secs(10),
     };
     let report = run(&config).await.unwrap();
     assert_eq!(report.sent, 100);
-    assert_eq!(report.ok + report.errors, 100);
+    assert_eq!(report.ok + report.refused + report.errors, 100);
+    assert_eq!(
+        report.refused, 0,
+        "200/s is far below what the server sustains"
+    );
+    assert_eq!(report.answered_within_deadline, 100);
     assert_eq!(report.errors, 0, "{:?}", report.errors_by_code);
     // Open loop on a schedule: the last request is due at 495 ms, so the run cannot go faster
     // than the rate (a slow machine only makes it slower).
@@ -34,7 +40,13 @@ async fn a_short_run_reports_rate_errors_and_percentiles() {
     assert!(report.latency_us.p50 <= report.latency_us.p99);
     assert!(report.latency_us.p99 <= report.latency_us.max);
     let json: serde_json::Value = serde_json::to_value(&report).unwrap();
-    for key in ["achieved_rps", "sent", "errors"] {
+    for key in [
+        "achieved_rps",
+        "sent",
+        "refused",
+        "errors",
+        "answered_within_deadline",
+    ] {
         assert!(json.get(key).is_some(), "{key} missing from {json}");
     }
     for key in ["p50", "p90", "p99", "p999", "max"] {

@@ -102,3 +102,48 @@ fn a_model_trained_on_other_features_is_refused_at_start() {
         "{err}"
     );
 }
+
+/// Issue 17: a FIFO in place of the model file is refused at once; scoring never waits on it.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_in_place_of_the_model_is_refused_without_stalling_scores() {
+    let data = tempfile::tempdir().unwrap();
+    let models = tempfile::tempdir().unwrap();
+    let path = models.path().join("model.json");
+    std::fs::copy(bundled(), &path).unwrap();
+    let server = TestServer::start_with(Config {
+        data_dir: data.path().to_owned(),
+        model_path: Some(path.clone()),
+        watch_rules: false,
+        ..Config::default()
+    })
+    .await;
+    let mut client = server.client().await;
+    let mut admin = ModelAdminClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let err = tokio::time::timeout(
+        Duration::from_secs(5),
+        admin.reload_model(ReloadModelRequest {}),
+    )
+    .await
+    .expect("the model reload waited on the FIFO")
+    .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("not a regular file"),
+        "{}",
+        err.message()
+    );
+    tokio::time::timeout(Duration::from_secs(5), client.score(payment("fifo-m")))
+        .await
+        .expect("Score stalled behind the FIFO")
+        .unwrap();
+    server.stop().await;
+}

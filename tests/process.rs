@@ -32,6 +32,8 @@ fn serve_command(data_dir: &Path) -> Command {
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(data_dir);
@@ -331,4 +333,30 @@ async fn features_of(
         .into_iter()
         .map(|f| (f.name, f.value))
         .collect()
+}
+
+/// Issue 17: a merchant key for the empty account names no merchant; it is refused.
+#[test]
+fn a_merchant_key_for_an_empty_account_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for account in ["", "  "] {
+        let out = Command::new(env!("CARGO_BIN_EXE_fengkong"))
+            .args([
+                "keys",
+                "add",
+                "--role",
+                "merchant",
+                "--account",
+                account,
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{account:?} accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--account"), "stderr: {stderr}");
+        assert!(out.stdout.is_empty(), "a key was printed for {account:?}");
+    }
+    assert!(!dir.path().join("keys.json").exists());
 }

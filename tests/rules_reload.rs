@@ -138,3 +138,94 @@ async fn reload_by_rpc_and_file_change_with_broken_sets_refused() {
     assert_ne!(blocked.ruleset_version, shadow.ruleset_version);
     server.stop().await;
 }
+
+/// Issue 17: an emptied rule file is refused (the code-renting freezes stay), a change in
+/// the rule count is listed in the answer, and a FIFO in place of a list file is refused
+/// at once instead of stalling every Score.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emptied_files_and_fifos_are_refused_and_removed_rules_are_named() {
+    let data = tempfile::tempdir().unwrap();
+    let rules = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with_rule_copy(data.path(), rules.path()).await;
+    let mut client = server.client().await;
+    let mut admin = RuleAdminClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    let before = admin
+        .reload_rules(ReloadRulesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let renting = rules.path().join("20_code_renting.toml");
+    let original = std::fs::read_to_string(&renting).unwrap();
+
+    for emptied in ["", "# rules moved elsewhere\n\n# (nothing here)\n"] {
+        std::fs::write(&renting, emptied).unwrap();
+        let err = admin.reload_rules(ReloadRulesRequest {}).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{emptied:?}: {err:?}");
+        assert!(
+            err.message().contains("20_code_renting.toml") && err.message().contains("no rules"),
+            "{}",
+            err.message()
+        );
+    }
+
+    // Deleting rules is allowed, and the answer names what went.
+    let without_first: String = {
+        let second = original.match_indices("[[rule]]").nth(1).unwrap().0;
+        original[second..].to_owned()
+    };
+    std::fs::write(&renting, &without_first).unwrap();
+    let reloaded = admin
+        .reload_rules(ReloadRulesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reloaded.rules + 1, before.rules);
+    assert_eq!(
+        reloaded.removed_rules,
+        vec!["rent_code_many_payers".to_string()]
+    );
+    assert!(reloaded.added_rules.is_empty());
+    std::fs::write(&renting, &original).unwrap();
+    let restored = admin
+        .reload_rules(ReloadRulesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        restored.added_rules,
+        vec!["rent_code_many_payers".to_string()]
+    );
+    assert_eq!(restored.rules, before.rules);
+
+    // A FIFO nobody writes to, in place of a list file.
+    let list = rules.path().join("lists/blocked_devices.txt");
+    std::fs::remove_file(&list).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&list)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        admin.reload_rules(ReloadRulesRequest {}),
+    )
+    .await
+    .expect("the reload waited on the FIFO")
+    .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("not a regular file"),
+        "{}",
+        refused.message()
+    );
+    // Scoring never stopped: the last good rules are in force.
+    let scored = tokio::time::timeout(Duration::from_secs(5), client.score(fresh("fifo-1")))
+        .await
+        .expect("Score stalled behind the FIFO")
+        .unwrap()
+        .into_inner();
+    assert_eq!(scored.ruleset_version, restored.ruleset_version);
+    server.stop().await;
+}

@@ -367,7 +367,7 @@ async fn a_late_payment_says_so_on_its_response() {
     let mut within = payment("p-within");
     within.event_time_ms -= 5 * 60_000;
     assert!(!client.score(within).await.unwrap().into_inner().late_event);
-    let (_, metrics) = common::http_get(server.http_addr, "/metrics").await;
+    let (_, metrics) = common::http_get(server.metrics_addr, "/metrics").await;
     assert!(
         metrics.contains("fengkong_late_events_total 1"),
         "{metrics}"
@@ -407,7 +407,7 @@ async fn metrics_count_calls_by_action_and_code() {
     bad.amount_fen = 0;
     client.score(bad).await.unwrap_err();
 
-    let (status, body) = common::http_get(server.http_addr, "/metrics").await;
+    let (status, body) = common::http_get(server.metrics_addr, "/metrics").await;
     assert!(status.contains("200"), "{status}");
     for expected in [
         r#"fengkong_calls_total{method="Score",code="OK",action="ALLOW"} 1"#,
@@ -431,10 +431,19 @@ async fn metrics_count_calls_by_action_and_code() {
         body.contains("fengkong_feature_cache_hits_total 0"),
         "{body}"
     );
-    let (status, body) = common::http_get(server.http_addr, "/healthz").await;
+    let (status, body) = common::http_get(server.metrics_addr, "/healthz").await;
     assert!(
         status.contains("200") && body.contains("ok"),
         "{status} {body}"
     );
+    // Nothing operational on the merchants' port: no rule names, no hit counts.
+    for path in ["/metrics", "/healthz"] {
+        let (status, body) = common::http_get(server.http_addr, path).await;
+        assert!(
+            status.contains("404"),
+            "{path} on the page's port: {status}"
+        );
+        assert!(!body.contains("fengkong_"), "{path}: {body}");
+    }
     server.stop().await;
 }

@@ -63,6 +63,19 @@ pub enum EngineError {
     },
 }
 
+impl EngineError {
+    /// True for failures of the store itself (disk full, I/O), not of the request.
+    pub fn is_storage(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Store(_)
+                | EngineError::Features(_)
+                | EngineError::Open { .. }
+                | EngineError::Journal(_)
+        )
+    }
+}
+
 impl From<sled::Error> for EngineError {
     fn from(e: sled::Error) -> Self {
         EngineError::Store(StoreError::Sled(e))
@@ -83,6 +96,9 @@ pub struct Reloaded {
     pub rules: usize,
     pub shadow_rules: usize,
     pub changed: bool,
+    /// Rule ids in the new set and not the old one, and the other way round.
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
 }
 
 pub struct Engine {
@@ -103,6 +119,8 @@ pub struct Engine {
     hits: Vec<Hit>,
     /// Hits of the payment scored last that an appeal suppressed.
     suppressed: Vec<Hit>,
+    /// Per failing rule: when its error was last logged (server ms) and how many since.
+    rule_error_log: std::collections::HashMap<Arc<str>, (i64, u64)>,
     contributions: Vec<f64>,
     factors: Vec<(usize, f64)>,
     last_probability: f64,
@@ -167,6 +185,7 @@ impl Engine {
             values: Vec::new(),
             hits: Vec::new(),
             suppressed: Vec::new(),
+            rule_error_log: std::collections::HashMap::new(),
             contributions: Vec::new(),
             factors: Vec::new(),
             last_probability: 0.0,
@@ -353,12 +372,32 @@ impl Engine {
     pub fn reload_rules(&mut self) -> Result<Reloaded, EngineError> {
         let rules = load_rules(self.config.rules_dir.as_deref(), &self.schema)?;
         let changed = rules.version() != self.rules.version();
+        let ids = |set: &RuleSet| -> std::collections::BTreeSet<String> {
+            set.rules().iter().map(|r| r.id.to_string()).collect()
+        };
+        let (old_ids, new_ids) = (ids(&self.rules), ids(&rules));
+        let added: Vec<String> = new_ids.difference(&old_ids).cloned().collect();
+        let removed: Vec<String> = old_ids.difference(&new_ids).cloned().collect();
         if changed {
-            tracing::info!(
-                from = self.rules.version(),
-                to = rules.version(),
-                "rules reloaded"
-            );
+            if added.is_empty() && removed.is_empty() {
+                tracing::info!(
+                    from = self.rules.version(),
+                    to = rules.version(),
+                    rules = rules.rules().len(),
+                    "rules reloaded"
+                );
+            } else {
+                // Rules coming and going change what is blocked: never a quiet INFO line.
+                tracing::warn!(
+                    from = self.rules.version(),
+                    to = rules.version(),
+                    rules_before = self.rules.rules().len(),
+                    rules = rules.rules().len(),
+                    added = ?added,
+                    removed = ?removed,
+                    "rules reloaded; the set of rules changed"
+                );
+            }
             self.rules = Arc::new(rules);
         }
         let shadow_rules = self
@@ -372,6 +411,8 @@ impl Engine {
             rules: self.rules.rules().len(),
             shadow_rules,
             changed,
+            added,
+            removed,
         })
     }
 
@@ -444,15 +485,29 @@ impl Engine {
         let rules_done = Instant::now();
         self.telemetry.stage("rules", rules_done - model_done);
 
-        let reason = |hit: &Hit| decision::reason(&self.rules, &self.schema, hit, &vars);
+        self.count_rule_errors(now_ms);
+        let reason = |hit: &Hit| match hit.error {
+            None => decision::reason(&self.rules, &self.schema, hit, &vars),
+            Some(_) => {
+                let asks = self.rules.policy().error_action(std::slice::from_ref(hit));
+                decision::rule_error_reason(&self.rules, &self.schema, hit, &vars, asks)
+            }
+        };
         let mut reasons = status_reasons;
         reasons.extend(verdict.reasons.iter().map(|&i| reason(&self.hits[i])));
+        // A rule that could not be evaluated is on the decision, never silently dropped.
+        reasons.extend(
+            self.hits
+                .iter()
+                .filter(|h| h.error.is_some() && h.mode == Mode::Active)
+                .map(reason),
+        );
         reasons.extend(model_reasons);
         let suppressed_reasons = self.suppressed.iter().map(reason).collect();
         let shadow_reasons = self
             .hits
             .iter()
-            .filter(|h| h.fired() && h.mode == Mode::Shadow)
+            .filter(|h| h.mode == Mode::Shadow)
             .map(reason)
             .collect();
         for hit in self.hits.iter().filter(|h| h.fired()) {
@@ -519,6 +574,35 @@ impl Engine {
             response: record.response.take().unwrap_or_default(),
             replayed: false,
         })
+    }
+
+    /// Counts every rule that failed to evaluate on the payment scored last
+    /// (`fengkong_rule_errors_total{rule}`) and logs it, at most once per rule per
+    /// `RULE_ERROR_LOG_EVERY_MS` of server time (with how many were not logged).
+    fn count_rule_errors(&mut self, now_ms: i64) {
+        for hit in self.hits.iter().filter(|h| h.error.is_some()) {
+            self.telemetry
+                .rule_errors
+                .get_or_create(&crate::telemetry::RuleErrorLabels {
+                    rule: hit.id.to_string(),
+                })
+                .inc();
+            let logged = self
+                .rule_error_log
+                .entry(hit.id.clone())
+                .or_insert((i64::MIN, 0));
+            if now_ms.saturating_sub(logged.0) >= RULE_ERROR_LOG_EVERY_MS {
+                tracing::warn!(
+                    rule = %hit.id,
+                    error = %hit.error.map(|e| e.to_string()).unwrap_or_default(),
+                    not_logged_since = logged.1,
+                    "rule failed to evaluate"
+                );
+                *logged = (now_ms, 0);
+            } else {
+                logged.1 += 1;
+            }
+        }
     }
 
     /// Scores the current feature values with the model, if there is one, and returns its
@@ -646,6 +730,21 @@ impl Engine {
                 ),
             ));
         }
+        // Like event times: a time far ahead of the server clock would sit in every window
+        // forever after and hide the true report behind it.
+        let latest = now_ms.saturating_add(self.config.limits.max_clock_skew_ms);
+        if req.reported_at_ms > latest {
+            return Err(invalid(
+                "reported_at_ms",
+                format!(
+                    "is {} ms ahead of the server clock; at most {} ms (limits.max_clock_skew_ms) \
+                     is accepted (got {})",
+                    req.reported_at_ms.saturating_sub(now_ms),
+                    self.config.limits.max_clock_skew_ms,
+                    req.reported_at_ms
+                ),
+            ));
+        }
         let mut decision = self
             .decisions
             .by_payment(&req.payment_id)?
@@ -692,12 +791,15 @@ impl Engine {
                 ),
             ));
         }
-        if decision
-            .outcomes
-            .iter()
-            .any(|o| o.outcome == outcome && o.reported_at_ms == reported_at_ms)
-        {
-            return Ok(None);
+        // One report per kind, at the earliest time any report of that kind gave: a retry
+        // (or a later duplicate) changes nothing, an earlier one moves the time back.
+        if let Some(same) = decision.outcomes.iter_mut().find(|o| o.outcome == outcome) {
+            if same.reported_at_ms <= reported_at_ms {
+                return Ok(None);
+            }
+            same.reported_at_ms = reported_at_ms;
+            same.recorded_at_ms = now_ms;
+            return Ok(Some(Vec::new()));
         }
         // Windows count one bad label per payment, whatever mix of fraud, chargeback and
         // complaint reports arrives for it.
@@ -735,6 +837,8 @@ const SWEEP_SLICE: usize = 100;
 
 /// How many model factors each decision explains.
 const TOP_FACTORS: usize = 3;
+/// A failing rule is logged at most this often (server time), however many payments hit it.
+const RULE_ERROR_LOG_EVERY_MS: i64 = 10_000;
 
 /// A model ready to score: the artifact (for its version and description) and its scorer.
 struct LoadedModel {

@@ -569,10 +569,11 @@ impl FeatureSet {
     }
 
     pub fn load(path: &Path) -> Result<FeatureSet, FeatureFileError> {
-        let text = std::fs::read_to_string(path).map_err(|e| FeatureFileError::Io {
-            file: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let text = crate::files::read_regular_text(path, crate::files::MAX_SMALL_FILE_BYTES)
+            .map_err(|e| FeatureFileError::Io {
+                file: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
         FeatureSet::parse(&text, &path.display().to_string())
     }
 

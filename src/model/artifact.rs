@@ -320,22 +320,9 @@ impl ModelArtifact {
         expected_features: &[String],
     ) -> Result<ModelArtifact, ModelError> {
         let path = path.as_ref();
-        let io = |op: &'static str| {
-            let p = path.to_path_buf();
-            move |source| ModelError::Io {
-                op,
-                path: p,
-                source,
-            }
-        };
-        let size = std::fs::metadata(path).map_err(io("stat"))?.len();
-        if size > MAX_FILE_BYTES {
-            return Err(ModelError::TooLarge {
-                size,
-                limit: MAX_FILE_BYTES,
-            });
-        }
-        let bytes = std::fs::read(path).map_err(io("read"))?;
+        // A FIFO or device here would stall the reload (on the engine thread): regular
+        // files only, bounded.
+        let bytes = crate::files::read_regular(path, MAX_FILE_BYTES)?;
         Self::from_slice(&bytes, expected_features)
     }
 

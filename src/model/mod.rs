@@ -84,6 +84,8 @@ pub enum ModelError {
     },
     #[error("model file is too large ({size} bytes, limit {limit})")]
     TooLarge { size: u64, limit: u64 },
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     #[error("model file is truncated: {0}")]
     Truncated(String),
     #[error("model file is not a valid model artifact: {0}")]

@@ -541,10 +541,22 @@ pub(crate) fn load_dir(dir: &Path, schema: &Schema) -> Result<RuleSet, RuleError
     for entry in entries {
         let entry = entry.map_err(|e| fail(format!("cannot read rules directory: {e}")))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
         // Dot-files are editor backups and lock files, not rules.
-        if is_file && name.ends_with(".toml") && !name.starts_with('.') {
-            names.push(name);
+        if !name.ends_with(".toml") || name.starts_with('.') {
+            continue;
+        }
+        // Followed through symlinks (config maps mount rule files as links). A rule file
+        // that is a FIFO or device is an error, not skipped: skipping would silently drop
+        // its rules, reading it could wait forever.
+        match std::fs::metadata(entry.path()) {
+            Ok(m) if m.is_file() => names.push(name),
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(fail(format!(
+                    "`{name}` is not a regular file (a FIFO, device or socket is never read)"
+                )))
+            }
+            Err(e) => return Err(fail(format!("cannot read `{name}`: {e}"))),
         }
     }
     names.sort();
@@ -592,24 +604,9 @@ pub(crate) fn load_dir(dir: &Path, schema: &Schema) -> Result<RuleSet, RuleError
     build(sources, &resolver, schema, errors)
 }
 
+/// Regular files only (a FIFO would stall the reload), at most `limit` bytes.
 fn read_limited(path: &Path, limit: usize) -> Result<String, String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    if meta.len() > limit as u64 {
-        return Err(format!(
-            "file is {} bytes, the limit is {limit}",
-            meta.len()
-        ));
-    }
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    if bytes.len() > limit {
-        return Err(format!(
-            "file is {} bytes, the limit is {limit}",
-            bytes.len()
-        ));
-    }
-    String::from_utf8(bytes).map_err(|_| "file is not valid UTF-8".to_string())
+    crate::files::read_regular_text(path, limit as u64).map_err(|e| e.to_string())
 }
 
 pub(crate) fn from_sources(
@@ -690,7 +687,23 @@ fn build(
     // Pass 1: structure, params, lists, policy. Rules wait until every file's
     // params and lists are known.
     for (fi, src) in sources.iter().enumerate() {
+        let errors_before = errors.list.len();
         let raw = read_file(src, &mut errors);
+        let has_content = raw.ruleset.is_some()
+            || raw.policy.is_some()
+            || !raw.rule.is_empty()
+            || raw.params.as_ref().is_some_and(|p| !p.is_empty())
+            || raw.lists.as_ref().is_some_and(|l| !l.is_empty());
+        // An emptied file (0 bytes, or comments only) would silently drop every rule it
+        // held, freezes included. Removing rules is done by deleting the file or the rules.
+        if !has_content && errors.list.len() == errors_before {
+            errors.whole(
+                &src.display,
+                "file has no rules, params, lists or policy; to remove its rules, delete the \
+                 file (or the rules in it) instead of emptying it"
+                    .to_string(),
+            );
+        }
         if let Some(rs) = raw.ruleset {
             if let Some((_, other)) = &label {
                 errors.at(

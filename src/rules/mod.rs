@@ -27,7 +27,9 @@
 //! Evaluation errors (division or remainder by zero, a variable missing or of the
 //! wrong type) never panic: the rule does not fire and a [`Hit`] with
 //! `error: Some(..)` is recorded so the decision shows which rule failed.
-//! [`RuleSet::decide`] ignores such hits. A literal `/ 0` is a compile error.
+//! [`RuleSet::decide`] adds no points for such hits and, under `[policy]
+//! on_rule_error = "review"` (the default), holds the payment for review when a
+//! block or review rule failed (see `verdict`). A literal `/ 0` is a compile error.
 //!
 //! Limits (untrusted text): expression 8 KiB and 64 levels deep
 //! ([`parse::MAX_EXPR_LEN`], [`parse::MAX_EXPR_DEPTH`]); rule file 1 MiB, list
@@ -71,7 +73,7 @@ use crate::units::Unit;
 pub use cases::{run_test_files, TestFailure, TestReport};
 pub use eval::EvalError;
 pub use remedy::Remedy;
-pub use verdict::{Action, Policy, Verdict};
+pub use verdict::{Action, OnRuleError, Policy, Verdict};
 
 /// Type of a variable or expression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -8,9 +8,15 @@
 //!    mapped through `challenge_at` / `review_at` / `block_at`, and the action is
 //!    the stronger of that threshold action and the strongest active hit action.
 //!
-//! Shadow hits and hits whose evaluation failed (`error: Some`) change nothing;
-//! they are kept in the hit list for analysis only. The risk score is computed
-//! in every case so it can be stored with the decision.
+//! Shadow hits change nothing; they are kept in the hit list for analysis only.
+//! A hit whose evaluation failed (`error: Some`, e.g. a division by zero on a
+//! payer's first payment) adds no points, but is never silently dropped: under
+//! `on_rule_error = "review"` (the default) a failed active block or review rule
+//! makes the action at least `review`, so a person looks at what the rule could
+//! not judge; `"ignore"` leaves the action to the other hits. Either way the
+//! engine puts a RULE_ERROR reason on the decision and counts the error. Only an
+//! allow rule that fired outranks it (step 1). The risk score is computed in
+//! every case so it can be stored with the decision.
 
 use serde::Deserialize;
 
@@ -52,6 +58,17 @@ impl std::fmt::Display for Action {
     }
 }
 
+/// What a block or review rule that fails to evaluate does to the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRuleError {
+    /// At least `review`: a person looks at what the rule could not judge.
+    #[default]
+    Review,
+    /// Decided by the other hits (the error is still shown and counted).
+    Ignore,
+}
+
 /// Thresholds on the 0..100 risk score; `[policy]` in one rule file.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -59,6 +76,7 @@ pub struct Policy {
     pub challenge_at: f64,
     pub review_at: f64,
     pub block_at: f64,
+    pub on_rule_error: OnRuleError,
 }
 
 impl Default for Policy {
@@ -67,6 +85,7 @@ impl Default for Policy {
             challenge_at: 40.0,
             review_at: 60.0,
             block_at: 85.0,
+            on_rule_error: OnRuleError::Review,
         }
     }
 }
@@ -119,6 +138,19 @@ impl Policy {
             Action::Challenge
         } else {
             Action::Allow
+        }
+    }
+
+    /// The least action the failed hits ask for under `on_rule_error`.
+    pub fn error_action(&self, hits: &[Hit]) -> Action {
+        let asks_review = |h: &Hit| {
+            h.error.is_some()
+                && h.mode == super::Mode::Active
+                && matches!(h.action, Action::Block | Action::Review)
+        };
+        match self.on_rule_error {
+            OnRuleError::Review if hits.iter().any(asks_review) => Action::Review,
+            _ => Action::Allow,
         }
     }
 
@@ -176,7 +208,10 @@ impl Policy {
             .map(|(_, h)| h.action)
             .max()
             .unwrap_or(Action::Allow);
-        let action = self.threshold_action(risk_score).max(strongest);
+        let action = self
+            .threshold_action(risk_score)
+            .max(strongest)
+            .max(self.error_action(hits));
         Verdict {
             action,
             risk_score,
@@ -252,9 +287,12 @@ mod tests {
     }
 
     #[test]
-    fn shadow_and_errored_hits_change_nothing() {
-        let p = Policy::default();
-        let base = p.decide(&[hit(Action::Challenge, 10.0, Mode::Active)], 5.0);
+    fn shadow_hits_change_nothing_and_errors_add_no_points() {
+        let ignore = Policy {
+            on_rule_error: OnRuleError::Ignore,
+            ..Policy::default()
+        };
+        let base = ignore.decide(&[hit(Action::Challenge, 10.0, Mode::Active)], 5.0);
         for extra in [
             Action::Allow,
             Action::Challenge,
@@ -268,12 +306,38 @@ mod tests {
             let mut errored = hit(extra, 90.0, Mode::Active);
             errored.error = Some(EvalError::DivisionByZero);
             hits.push(errored);
-            let v = p.decide(&hits, 5.0);
+            let v = ignore.decide(&hits, 5.0);
             assert_eq!(
                 (v.action, v.risk_score, v.decided_by),
                 (base.action, base.risk_score, base.decided_by)
             );
             assert_eq!(v.reasons, vec![0]);
+        }
+    }
+
+    #[test]
+    fn a_failed_block_or_review_rule_asks_for_review_by_default() {
+        let p = Policy::default();
+        for (failed, expected) in [
+            (Action::Block, Action::Review),
+            (Action::Review, Action::Review),
+            (Action::Challenge, Action::Allow),
+            (Action::Allow, Action::Allow),
+        ] {
+            let mut errored = hit(failed, 90.0, Mode::Active);
+            errored.error = Some(EvalError::DivisionByZero);
+            let v = p.decide(&[errored.clone()], 0.0);
+            assert_eq!(v.action, expected, "a failed {failed} rule");
+            assert_eq!(v.risk_score, 0.0, "no points from a rule that did not run");
+            // Never weaker than what fired anyway, never stronger than review.
+            let v = p.decide(
+                &[errored.clone(), hit(Action::Block, 0.0, Mode::Active)],
+                0.0,
+            );
+            assert_eq!(v.action, Action::Block);
+            // A failed shadow rule asks for nothing.
+            errored.mode = Mode::Shadow;
+            assert_eq!(p.decide(&[errored], 0.0).action, Action::Allow);
         }
     }
 

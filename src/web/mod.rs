@@ -160,7 +160,7 @@ async fn whoami(State(web): State<Web>, headers: HeaderMap) -> ApiResult {
         .shared
         .keys
         .authenticate(authorization)
-        .map_err(|e| ApiError(tonic::Status::unauthenticated(e.to_string())))?;
+        .map_err(|e| ApiError(crate::grpc::auth_status(e)))?;
     let (role, account) = match &caller {
         Caller::Open => ("open", None),
         Caller::Key { role, account, .. } => (role.as_str(), account.clone()),

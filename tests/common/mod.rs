@@ -16,6 +16,8 @@ use tonic::transport::Channel;
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
     pub http_addr: std::net::SocketAddr,
+    /// `/metrics` and `/healthz`.
+    pub metrics_addr: std::net::SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -32,12 +34,15 @@ impl TestServer {
     pub async fn start_with(config: Config) -> TestServer {
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
+        let metrics_addr = metrics.local_addr().unwrap();
         let engine = Engine::open(&config).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let listeners = Listeners {
             grpc,
             http: Some(http),
+            metrics: Some(metrics),
         };
         let options = ServeOptions {
             shutdown_grace: Duration::from_secs(5),
@@ -53,6 +58,7 @@ impl TestServer {
         TestServer {
             addr,
             http_addr,
+            metrics_addr,
             stop: Some(stop),
             task: Some(task),
         }
