@@ -90,6 +90,14 @@ pub fn train(
 ) -> Result<Trained, TrainError> {
     let (_dir, mut engine) = scratch_engine(rules_dir, features_file, None)?;
     let names = engine.feature_names().to_vec();
+    // The features file says which columns are category codes (aggregate `code`); the caller
+    // may name more, never fewer.
+    for slot in engine.feature_set().categorical_slots() {
+        if !params.categorical.contains(&slot) {
+            params.categorical.push(slot);
+        }
+    }
+    params.categorical.sort_unstable();
     let (mut train_x, mut train_y) = (Vec::new(), Vec::new());
     let mut validation: Vec<(i64, Vec<f64>, bool)> = Vec::new();
     replay(

@@ -18,6 +18,9 @@ pub enum Unit {
     /// A 0/1 flag: yes or no.
     YesNo,
     Days,
+    /// A time span held in seconds, written in the largest unit that keeps it readable:
+    /// "45 seconds", "12 minutes", "5.5 hours", "3 days".
+    Duration,
     /// A local hour of the day, 0-23.
     Hour,
     /// Any other number.
@@ -41,6 +44,7 @@ impl Unit {
         Unit::Times,
         Unit::YesNo,
         Unit::Days,
+        Unit::Duration,
         Unit::Hour,
         Unit::Number,
         Unit::Text,
@@ -55,6 +59,7 @@ impl Unit {
             Unit::Times => "times",
             Unit::YesNo => "yes_no",
             Unit::Days => "days",
+            Unit::Duration => "duration",
             Unit::Hour => "hour",
             Unit::Number => "number",
             Unit::Text => "text",
@@ -91,6 +96,7 @@ impl Unit {
             Unit::Days if zh => format!("{} 天", short(value)),
             Unit::Days if short(value) == "1" => "1 day".into(),
             Unit::Days => format!("{} days", short(value)),
+            Unit::Duration => duration(value, zh),
             Unit::Hour => format!("{:02}:00", value.clamp(0.0, 23.0) as u32),
             Unit::Number | Unit::Text => short(value),
         }
@@ -99,6 +105,26 @@ impl Unit {
     /// True for units whose values are counted, so "30 or fewer" rather than "30 or less".
     pub fn is_count(self) -> bool {
         self == Unit::Count
+    }
+}
+
+/// Seconds in the largest unit under which the value stays below two of the next one, so a
+/// minute and a half reads "90 seconds" and a day and a half "36 hours".
+fn duration(seconds: f64, zh: bool) -> String {
+    let s = seconds.max(0.0);
+    let (n, en, en_one, zh_unit) = if s < 120.0 {
+        (s.round(), "seconds", "1 second", "秒")
+    } else if s < 7_200.0 {
+        ((s / 60.0 * 10.0).round() / 10.0, "minutes", "1 minute", "分钟")
+    } else if s < 172_800.0 {
+        ((s / 3_600.0 * 10.0).round() / 10.0, "hours", "1 hour", "小时")
+    } else {
+        ((s / 86_400.0 * 10.0).round() / 10.0, "days", "1 day", "天")
+    };
+    match (zh, short(n) == "1") {
+        (true, _) => format!("{} {zh_unit}", short(n)),
+        (false, true) => en_one.to_string(),
+        (false, false) => format!("{} {en}", short(n)),
     }
 }
 
@@ -123,6 +149,12 @@ mod tests {
             (Unit::YesNo, 0.0, "no", "否"),
             (Unit::Days, 1.0, "1 day", "1 天"),
             (Unit::Days, 12.25, "12.25 days", "12.25 天"),
+            (Unit::Duration, 45.0, "45 seconds", "45 秒"),
+            (Unit::Duration, 1.0, "1 second", "1 秒"),
+            (Unit::Duration, 90.0, "90 seconds", "90 秒"),
+            (Unit::Duration, 750.0, "12.5 minutes", "12.5 分钟"),
+            (Unit::Duration, 19_800.0, "5.5 hours", "5.5 小时"),
+            (Unit::Duration, 2_592_000.0, "30 days", "30 天"),
             (Unit::Hour, 3.0, "03:00", "03:00"),
             (Unit::Number, 2.5, "2.5", "2.5"),
         ];

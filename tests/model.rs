@@ -464,6 +464,23 @@ fn feature_mismatch_says_what_is_wrong() {
 }
 
 #[test]
+fn a_model_binds_to_a_grown_feature_list_by_name() {
+    let bytes = serde_json::to_vec(trained(Algo::Logistic)).unwrap();
+    // The engine now computes the model's features in another order, and one more.
+    let mut engine: Vec<String> = names(COLS).into_iter().rev().collect();
+    engine.insert(3, "payer.something_new".into());
+    let (artifact, slots) = ModelArtifact::from_slice_bound(&bytes, &engine).unwrap();
+    assert_eq!(slots.len(), COLS);
+    for (i, name) in artifact.feature_names.iter().enumerate() {
+        assert_eq!(&engine[slots[i]], name);
+    }
+    assert!(!slots.contains(&3), "the new feature feeds nothing");
+    // A model feature the engine no longer computes is refused, by name.
+    let e = ModelArtifact::from_slice_bound(&bytes, &names(COLS - 1)).unwrap_err();
+    assert!(e.to_string().contains("unknown to engine: noise_11"), "{e}");
+}
+
+#[test]
 fn bad_training_input_is_an_error() {
     let (x, y) = synthetic(1_000, COLS, 3);
     let n = names(COLS);

@@ -479,7 +479,7 @@ impl Engine {
                     0.0
                 }));
         }
-        let model_reasons = self.run_model();
+        let model_reasons = self.run_model(&payment);
         let mut vars = Vec::with_capacity(self.schema.len());
         vars::fill(&payment, &self.values, &mut vars);
         let mut hits = Vec::new();

@@ -122,6 +122,8 @@ pub struct Engine {
     /// Per failing rule: when its error was last logged (server ms) and how many since.
     rule_error_log: std::collections::HashMap<Arc<str>, (i64, u64)>,
     contributions: Vec<f64>,
+    /// The model's features in its own order, when it was trained on another list.
+    model_input: Vec<f64>,
     factors: Vec<(usize, f64)>,
     last_probability: f64,
     /// Feature cache counts already reported to telemetry.
@@ -187,6 +189,7 @@ impl Engine {
             suppressed: Vec::new(),
             rule_error_log: std::collections::HashMap::new(),
             contributions: Vec::new(),
+            model_input: Vec::new(),
             factors: Vec::new(),
             last_probability: 0.0,
             cache_seen: CacheStats::default(),
@@ -329,6 +332,11 @@ impl Engine {
         self.features.set().names()
     }
 
+    /// The compiled features file the engine computes.
+    pub fn feature_set(&self) -> &FeatureSet {
+        self.features.set()
+    }
+
     /// Feature values of the payment scored last (in `feature_names` order).
     pub fn last_features(&self) -> &[f64] {
         &self.values
@@ -462,7 +470,7 @@ impl Engine {
         let features_done = Instant::now();
         self.telemetry.stage("features", features_done - started);
 
-        let model_reasons = self.run_model();
+        let model_reasons = self.run_model(&payment);
         if self.model.is_some() {
             self.telemetry.model_score.observe(self.last_probability);
         }
@@ -608,48 +616,73 @@ impl Engine {
     /// Scores the current feature values with the model, if there is one, and returns its
     /// top factors as MODEL reasons: each feature in the words a merchant reads, with its
     /// value and its signed log-odds contribution. The probability itself is on the response
-    /// once (`model_probability`), not repeated on every factor.
-    fn run_model(&mut self) -> Vec<proto::Reason> {
+    /// once (`model_probability`), not repeated on every factor. A category code is shown as
+    /// the category itself (the merchant category, the channel), never as its number.
+    fn run_model(&mut self, payment: &Payment) -> Vec<proto::Reason> {
         let Some(model) = &self.model else {
             self.last_probability = 0.0;
             return Vec::new();
         };
-        self.contributions.resize(self.values.len(), 0.0);
-        let probability = model.scorer.score(&self.values, &mut self.contributions);
+        let probability = match &model.slots {
+            None => {
+                self.contributions.resize(self.values.len(), 0.0);
+                model.scorer.score(&self.values, &mut self.contributions)
+            }
+            Some(slots) => {
+                self.model_input.clear();
+                self.model_input.extend(
+                    slots
+                        .iter()
+                        .map(|&s| self.values.get(s).copied().unwrap_or(0.0)),
+                );
+                self.contributions.resize(slots.len(), 0.0);
+                model.scorer.score(&self.model_input, &mut self.contributions)
+            }
+        };
         model
             .scorer
             .top_factors(&self.contributions, TOP_FACTORS, &mut self.factors);
         self.last_probability = probability;
         let features = self.schema.vars().get(vars::REQUEST_FIELDS.len()..);
+        let slots = model.slots.as_deref();
         self.factors
             .iter()
-            .filter_map(|&(slot, contribution)| {
+            .filter_map(|&(input, contribution)| {
+                let slot = slots.map_or(Some(input), |s| s.get(input).copied())?;
                 let var = features?.get(slot)?;
                 let value = self.values.get(slot).copied().unwrap_or(0.0);
                 let (raises, raises_zh) = match contribution >= 0.0 {
                     true => ("raises", "提高"),
                     false => ("lowers", "降低"),
                 };
+                let def = self.features.set().describe(slot);
+                let (shown, shown_zh, evidence_value) = match def.code_text(payment) {
+                    Some(text) => (
+                        text.to_owned(),
+                        text.to_owned(),
+                        crate::rules::Value::Str(text),
+                    ),
+                    None if def.is_categorical() => {
+                        ("none".to_owned(), "无".to_owned(), crate::rules::Value::Str(""))
+                    }
+                    None => (
+                        var.unit.format(value, Lang::En),
+                        var.unit.format(value, Lang::Zh),
+                        crate::rules::Value::Num(value),
+                    ),
+                };
                 Some(proto::Reason {
                     code: "MODEL_FACTOR".into(),
                     source: proto::ReasonSource::Model as i32,
                     id: var.name.clone(),
                     message: format!(
-                        "{}: {} ({raises} the fraud probability)",
+                        "{}: {shown} ({raises} the fraud probability)",
                         var.label,
-                        var.unit.format(value, Lang::En)
                     ),
-                    message_zh: format!(
-                        "{}：{}（{raises_zh}欺诈概率）",
-                        var.label_zh,
-                        var.unit.format(value, Lang::Zh)
-                    ),
+                    message_zh: format!("{}：{shown_zh}（{raises_zh}欺诈概率）", var.label_zh),
                     contribution,
                     action: proto::Action::Unspecified as i32,
-                    evidence: vec![decision::evidence(
-                        var,
-                        Some(crate::rules::Value::Num(value)),
-                    )],
+                    evidence: vec![decision::evidence(var, Some(evidence_value))],
                     ..Default::default()
                 })
             })
@@ -844,6 +877,9 @@ const RULE_ERROR_LOG_EVERY_MS: i64 = 10_000;
 struct LoadedModel {
     artifact: ModelArtifact,
     scorer: Scorer,
+    /// The engine slot of each model feature, when they are not simply the same list: a
+    /// model trained before the features file grew scores on the features it knows.
+    slots: Option<Vec<usize>>,
 }
 
 /// What an engine is built from besides its data: features, the variables rules see, rules
@@ -882,15 +918,20 @@ fn load_model(
         return Ok(None);
     }
     let (artifact, path) = match &config.model_path {
-        Some(path) => (ModelArtifact::load(path, feature_names), path.clone()),
+        Some(path) => (ModelArtifact::load_bound(path, feature_names), path.clone()),
         None => (
-            crate::bundled::model(feature_names),
+            ModelArtifact::from_slice_bound(crate::bundled::MODEL.as_bytes(), feature_names),
             PathBuf::from(crate::bundled::MODEL_NAME),
         ),
     };
-    let artifact = artifact.map_err(|source| EngineError::Model { path, source })?;
+    let (artifact, slots) = artifact.map_err(|source| EngineError::Model { path, source })?;
     let scorer = artifact.scorer();
-    Ok(Some(LoadedModel { artifact, scorer }))
+    let identity = slots.len() == feature_names.len() && slots.iter().enumerate().all(|(i, &s)| i == s);
+    Ok(Some(LoadedModel {
+        artifact,
+        scorer,
+        slots: (!identity).then_some(slots),
+    }))
 }
 
 /// The rules in `dir`, or the bundled pack.

@@ -45,6 +45,9 @@
 //! window) before a fresh report counts. Each `record_outcome` call adds one label (the
 //! caller should send one bad outcome per payment); `bad_rate` is capped at 1. Outcome kinds
 //! counted default to FRAUD, CHARGEBACK and COMPLAINT (`outcomes = [...]` per feature).
+//! `bad_count` is `bad_rate`'s numerator under the same rule. A smoothed `bad_rate` (a
+//! category's, pulled towards the overall rate of an entity with no fields) is finished after
+//! every entity is read, since its prior may come from an entity read later.
 //!
 //! # Lateness
 //! The store keeps a watermark = the largest event time observed, rounded down to the whole

@@ -7,10 +7,12 @@
 //! tz_offset_minutes = 480      # local time for hour/night/weekend and calendar buckets (UTC+8)
 //! lateness = "10m"             # out-of-order tolerance in event time
 //! distinct_exact_limit = 1000  # distinct counts are exact up to this many values per entity/series
+//! label_delay = "7d"           # when outcomes are known; what `lag = "label_delay"` means
 //!
 //! [entities]                   # entity name = list of payment fields joined into the key
 //! payer = ["payer"]
 //! pair  = ["payer", "payee"]
+//! all   = []                   # no fields: the whole stream (overall rates)
 //!
 //! [[feature]]
 //! name = "payee.distinct_payers_1h"
@@ -24,6 +26,22 @@
 //! label = "different payers in the last hour"   # optional: what a merchant reads
 //! label_zh = "过去1小时内的不同付款人"            # optional: the same in Chinese
 //! ```
+//!
+//! Outcome and history aggregates:
+//! - `bad_count` / `bad_rate`: bad-labeled payments (and their share of all payments) of the
+//!   entity made in the window, by payment time; with `lag = "label_delay"` the window ends
+//!   when the labels of its payments are known. `bad_rate` may take
+//!   `smooth = { toward = "<an earlier unsmoothed bad_rate>", weight = N }`: then it reads
+//!   `(bad + N · prior) / (payments + N)` with the prior feature's value for this payment, so a
+//!   category seen a few times reads close to the overall rate (and one never seen, the prior).
+//! - `amount_vs_prior_avg`, `amount_above_prior_max`, `amount_robust_z`, `since_previous`: this
+//!   payment against the entity's earlier payments in the window (read before it is recorded);
+//!   with no history they read 1, 0, 0 and the window's length. The z-score uses a histogram of
+//!   log2 amounts in quarter-octave bins per time bucket: entries per entity are bounded by
+//!   buckets × occupied bins (a hot merchant with 30 amount bins over a 30d window: 3,600).
+//! - `code` (per payment, `of = "<field>"`): a stable 53-bit code of the field's value
+//!   ([`category_code`]); learners take code features as categorical
+//!   ([`FeatureSet::categorical_slots`]), explanations show the value itself.
 //!
 //! `label` and `label_zh` are the feature's name in explanations for merchants (summaries,
 //! remedies, evidence, model factors). They are optional so older files keep loading:
@@ -157,6 +175,39 @@ pub enum Aggregate {
     IsRound,
     /// amount_fen / the entity's average amount in the window (window includes this payment).
     AmountVsAvg,
+    /// Bad-labeled payments of the entity made in the (usually lagged) window, reported
+    /// before this payment (the numerator of `bad_rate`).
+    BadCount,
+    /// amount_fen / the average of the entity's *earlier* payments in the window; 1 when it
+    /// has none (the payment is then its own usual amount).
+    AmountVsPriorAvg,
+    /// amount_fen minus the largest of the entity's earlier payments in the window; 0 when
+    /// it has none.
+    AmountAbovePriorMax,
+    /// Robust z-score of the amount against the entity's earlier payments in the window, on
+    /// log2 amounts: (log2 amount - median) / (1.4826 · MAD), the MAD floored at the
+    /// histogram's resolution; 0 with fewer than [`ROBUST_Z_MIN_HISTORY`] earlier payments.
+    AmountRobustZ,
+    /// Seconds since the entity's previous payment; the window's length when there is none
+    /// within the window.
+    SincePrevious,
+    /// A stable code of the value of `of` in this payment (a category for the learners, see
+    /// [`category_code`]); 0 when the field is absent.
+    Code,
+}
+
+/// Earlier payments a robust z-score needs before it says anything: with one or two there
+/// is no spread to measure, only the resolution floor, which would make any change look huge.
+pub const ROBUST_Z_MIN_HISTORY: u64 = 3;
+
+/// Amount histogram bins per octave for robust z-scores: a bin is a 19% step in amount, so
+/// medians are exact to within 9%, and a MAD below one bin (0.25 in log2) is not measurable.
+pub(crate) const AMOUNT_BINS_PER_OCTAVE: f64 = 4.0;
+
+/// The category code of a field value: 53 bits of its FNV-1a hash, so the code is a whole
+/// number an f64 holds exactly, the same in every process and release (a model stores codes).
+pub fn category_code(value: &str) -> f64 {
+    (fnv64(value.as_bytes()) >> 11) as f64
 }
 
 impl Aggregate {
@@ -177,6 +228,12 @@ impl Aggregate {
             "is_weekend" => Aggregate::IsWeekend,
             "is_round" => Aggregate::IsRound,
             "amount_vs_avg" => Aggregate::AmountVsAvg,
+            "bad_count" => Aggregate::BadCount,
+            "amount_vs_prior_avg" => Aggregate::AmountVsPriorAvg,
+            "amount_above_prior_max" => Aggregate::AmountAbovePriorMax,
+            "amount_robust_z" => Aggregate::AmountRobustZ,
+            "since_previous" => Aggregate::SincePrevious,
+            "code" => Aggregate::Code,
             _ => return None,
         })
     }
@@ -184,10 +241,20 @@ impl Aggregate {
     /// How this aggregate's values are shown to people.
     pub fn unit(self) -> Unit {
         match self {
-            Aggregate::Count | Aggregate::Distinct | Aggregate::BadReports => Unit::Count,
-            Aggregate::Sum | Aggregate::Avg | Aggregate::Max | Aggregate::AmountFen => Unit::Yuan,
+            Aggregate::Count
+            | Aggregate::Distinct
+            | Aggregate::BadReports
+            | Aggregate::BadCount => Unit::Count,
+            Aggregate::Sum
+            | Aggregate::Avg
+            | Aggregate::Max
+            | Aggregate::AmountFen
+            | Aggregate::AmountAbovePriorMax => Unit::Yuan,
             Aggregate::BadRate => Unit::Percent,
-            Aggregate::AmountVsAvg => Unit::Times,
+            Aggregate::AmountVsAvg | Aggregate::AmountVsPriorAvg => Unit::Times,
+            Aggregate::AmountRobustZ => Unit::Number,
+            Aggregate::SincePrevious => Unit::Duration,
+            Aggregate::Code => Unit::Text,
             Aggregate::NewValue
             | Aggregate::IsNight
             | Aggregate::IsWeekend
@@ -205,6 +272,20 @@ impl Aggregate {
                 | Aggregate::IsNight
                 | Aggregate::IsWeekend
                 | Aggregate::IsRound
+                | Aggregate::Code
+        )
+    }
+
+    /// Read before this payment is recorded: facts about the entity's history without it
+    /// (first seen, the usual amount, the previous payment).
+    pub(crate) fn reads_before(self) -> bool {
+        matches!(
+            self,
+            Aggregate::NewValue
+                | Aggregate::AmountVsPriorAvg
+                | Aggregate::AmountAbovePriorMax
+                | Aggregate::AmountRobustZ
+                | Aggregate::SincePrevious
         )
     }
 }
@@ -285,6 +366,20 @@ pub struct FeatureDef {
     /// What a merchant reads for this feature, if the file gives it (see [`FeatureDef::label`]).
     pub label: Option<String>,
     pub label_zh: Option<String>,
+    /// For `bad_rate`: pulled towards another rate when the entity has few payments.
+    pub smooth: Option<Smooth>,
+}
+
+/// A `bad_rate` smoothed towards a broader rate (the category's towards the overall one):
+/// `(bad + weight · prior) / (payments + weight)`, so a category with a handful of payments
+/// reads close to the overall rate and one with thousands reads its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Smooth {
+    /// The feature whose value is the prior (a `bad_rate` defined earlier in the file).
+    pub toward: String,
+    pub(crate) toward_slot: usize,
+    /// Pseudo-payments at the prior rate.
+    pub weight: f64,
 }
 
 impl FeatureDef {
@@ -301,6 +396,20 @@ impl FeatureDef {
     pub fn unit(&self) -> Unit {
         self.aggregate.unit()
     }
+
+    /// A category code rather than a quantity: learners encode it (see `model::categorical`).
+    pub fn is_categorical(&self) -> bool {
+        self.aggregate == Aggregate::Code
+    }
+
+    /// The text behind a code feature's value in `p` (the merchant category itself), which is
+    /// what explanations show instead of the code.
+    pub fn code_text<'a>(&self, p: &'a Payment) -> Option<&'a str> {
+        match self.aggregate {
+            Aggregate::Code => self.of.as_ref().and_then(|f| f.value(p)),
+            _ => None,
+        }
+    }
 }
 
 /// What one series of buckets stores for an entity.
@@ -311,6 +420,10 @@ pub(crate) enum SeriesKind {
     Seen(Field),
     Reports(Vec<OutcomeKind>),
     Labels(Vec<OutcomeKind>),
+    /// The latest payment's time, on 1 ms buckets (`since_previous`).
+    Last,
+    /// Payments by (time bucket, log2 amount bin), for medians (`amount_robust_z`).
+    Amounts,
 }
 
 #[derive(Debug, Clone)]
@@ -333,6 +446,9 @@ pub(crate) struct Reader {
     pub aux: usize,
 }
 
+/// Bucket width of `Last` series: exact event times.
+pub(crate) const LAST_BUCKET_MS: i64 = 1;
+
 #[derive(Debug, Clone)]
 pub(crate) struct EntityPlan {
     pub name: String,
@@ -351,6 +467,10 @@ pub struct FeatureSet {
     pub(crate) tz_offset_ms: i64,
     pub(crate) lateness_ms: i64,
     pub(crate) exact_limit: usize,
+    /// `[settings] label_delay`: what `lag = "label_delay"` means.
+    pub(crate) label_delay_ms: i64,
+    /// Slots of smoothed `bad_rate` features, in slot order (read after every entity).
+    pub(crate) smoothed: Vec<usize>,
     /// Hash of the whole file text, for audit.
     pub(crate) file_hash: u64,
     unknown: FeatureDef,
@@ -372,6 +492,7 @@ struct RawSettings {
     tz_offset_minutes: Option<Spanned<i64>>,
     lateness: Option<Spanned<String>>,
     distinct_exact_limit: Option<Spanned<i64>>,
+    label_delay: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -390,6 +511,14 @@ struct RawFeature {
     description: Spanned<String>,
     label: Option<Spanned<String>>,
     label_zh: Option<Spanned<String>>,
+    smooth: Option<Spanned<RawSmooth>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmooth {
+    toward: String,
+    weight: u32,
 }
 
 #[derive(Deserialize, Default)]
@@ -549,6 +678,8 @@ impl FeatureSet {
             tz_offset_ms: 8 * 3_600_000,
             lateness_ms: 600_000,
             exact_limit: 1000,
+            label_delay_ms: 7 * DAY_MS,
+            smoothed: Vec::new(),
             file_hash: 0,
             unknown: FeatureDef {
                 name: "unknown".into(),
@@ -564,6 +695,7 @@ impl FeatureSet {
                 description: "no such feature slot".into(),
                 label: None,
                 label_zh: None,
+                smooth: None,
             },
         }
     }
@@ -606,6 +738,18 @@ impl FeatureSet {
         self.file_hash
     }
 
+    /// The label delay `lag = "label_delay"` stands for (`[settings] label_delay`, 7d).
+    pub fn label_delay_ms(&self) -> i64 {
+        self.label_delay_ms
+    }
+
+    /// Slots of the features that are category codes, for the learners' encodings.
+    pub fn categorical_slots(&self) -> Vec<usize> {
+        (0..self.defs.len())
+            .filter(|&i| self.defs[i].is_categorical())
+            .collect()
+    }
+
     pub fn parse(text: &str, file: &str) -> Result<FeatureSet, FeatureFileError> {
         let ctx = Ctx { text, file };
         let raw: RawFile = toml::from_str(text).map_err(|e| {
@@ -631,6 +775,13 @@ impl FeatureSet {
             }
             set.exact_limit = *x.get_ref() as usize;
         }
+        if let Some(d) = &raw.settings.label_delay {
+            set.label_delay_ms = parse_duration_ms(d.get_ref())
+                .filter(|&ms| (0..=365 * DAY_MS).contains(&ms))
+                .ok_or_else(|| {
+                    ctx.at(d, "label_delay must be a duration like \"7d\", at most 365d")
+                })?;
+        }
         for (name, fields) in &raw.entities {
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(ctx.at(
@@ -638,9 +789,7 @@ impl FeatureSet {
                     format!("entity name `{name}` must be [A-Za-z0-9_]+"),
                 ));
             }
-            if fields.get_ref().is_empty() {
-                return Err(ctx.at(fields, format!("entity `{name}` needs at least one field")));
-            }
+            // No fields: the whole stream, one key every payment belongs to (overall rates).
             let mut parsed = Vec::new();
             for f in fields.get_ref() {
                 parsed.push(
@@ -761,9 +910,18 @@ impl FeatureSet {
                 )
             })?;
             let lag_ms = match &f.lag {
+                Some(l) if l.get_ref() == "label_delay" => self.label_delay_ms,
                 Some(l) => parse_duration_ms(l.get_ref())
                     .filter(|&ms| ms >= 0)
-                    .ok_or_else(|| ctx.at(l, format!("bad lag `{}`", l.get_ref())))?,
+                    .ok_or_else(|| {
+                        ctx.at(
+                            l,
+                            format!(
+                                "bad lag `{}`: use <int><s|m|h|d> or \"label_delay\"",
+                                l.get_ref()
+                            ),
+                        )
+                    })?,
                 None => 0,
             };
             match w.get_ref().as_str() {
@@ -804,23 +962,61 @@ impl FeatureSet {
             }
         };
         if lag_text.is_empty() {
-        } else if matches!(
-            agg,
-            Aggregate::Distinct | Aggregate::NewValue | Aggregate::AmountVsAvg
-        ) {
+        } else if agg.reads_before() || matches!(agg, Aggregate::Distinct | Aggregate::AmountVsAvg)
+        {
             return Err(ctx.at(
                 f.lag.as_ref().unwrap_or(&f.name),
-                "distinct, new_value and amount_vs_avg take no lag",
+                format!(
+                    "aggregate `{}` takes no lag: it compares with everything up to this payment",
+                    f.aggregate.get_ref()
+                ),
             ));
         }
-        if matches!(agg, Aggregate::Distinct | Aggregate::NewValue) && of.is_none() {
-            return Err(ctx.at(&f.aggregate, "distinct and new_value need `of`"));
+        let needs_of = matches!(
+            agg,
+            Aggregate::Distinct | Aggregate::NewValue | Aggregate::Code
+        );
+        if needs_of && of.is_none() {
+            return Err(ctx.at(&f.aggregate, "distinct, new_value and code need `of`"));
         }
-        if !matches!(agg, Aggregate::Distinct | Aggregate::NewValue) {
+        if !needs_of {
             if let Some(o) = &f.of {
-                return Err(ctx.at(o, "`of` is only for distinct and new_value"));
+                return Err(ctx.at(o, "`of` is only for distinct, new_value and code"));
             }
         }
+        let smooth = match &f.smooth {
+            None => None,
+            Some(_) if agg != Aggregate::BadRate => {
+                return Err(ctx.at(&f.aggregate, "`smooth` is only for bad_rate"))
+            }
+            Some(sm) => {
+                let raw = sm.get_ref();
+                let toward_slot = self.index_of(&raw.toward).ok_or_else(|| {
+                    ctx.at(
+                        sm,
+                        format!(
+                            "smooth: unknown feature `{}` (the prior must be defined above)",
+                            raw.toward
+                        ),
+                    )
+                })?;
+                let prior = &self.defs[toward_slot];
+                if prior.aggregate != Aggregate::BadRate || prior.smooth.is_some() {
+                    return Err(ctx.at(
+                        sm,
+                        format!("smooth: `{}` must be an unsmoothed bad_rate", raw.toward),
+                    ));
+                }
+                if raw.weight == 0 {
+                    return Err(ctx.at(sm, "smooth: weight must be at least 1 payment"));
+                }
+                Some(Smooth {
+                    toward: raw.toward.clone(),
+                    toward_slot,
+                    weight: f64::from(raw.weight),
+                })
+            }
+        };
 
         let entity = if agg.per_payment() {
             if let Some(e) = &f.entity {
@@ -854,7 +1050,9 @@ impl FeatureSet {
                 | Aggregate::Sum
                 | Aggregate::Avg
                 | Aggregate::Max
-                | Aggregate::AmountVsAvg => (
+                | Aggregate::AmountVsAvg
+                | Aggregate::AmountVsPriorAvg
+                | Aggregate::AmountAbovePriorMax => (
                     plan.series_for(SeriesKind::Counter, &filter, bucket_ms, span_ms, false),
                     0,
                 ),
@@ -899,12 +1097,39 @@ impl FeatureSet {
                     ),
                     plan.series_for(SeriesKind::Counter, &filter, bucket_ms, span_ms, false),
                 ),
+                Aggregate::BadCount => (
+                    plan.series_for(
+                        SeriesKind::Labels(outcomes.clone()),
+                        &filter,
+                        bucket_ms,
+                        span_ms,
+                        false,
+                    ),
+                    0,
+                ),
+                Aggregate::SincePrevious => (
+                    plan.series_for(
+                        SeriesKind::Last,
+                        &filter,
+                        LAST_BUCKET_MS,
+                        span_ms,
+                        false,
+                    ),
+                    0,
+                ),
+                Aggregate::AmountRobustZ => (
+                    plan.series_for(SeriesKind::Amounts, &filter, bucket_ms, span_ms, false),
+                    0,
+                ),
                 _ => (0, 0),
             };
             plan.readers.push(Reader { slot, series, aux });
             Some(e.get_ref().clone())
         };
 
+        if smooth.is_some() {
+            self.smoothed.push(slot);
+        }
         self.names.push(name.clone());
         self.defs.push(FeatureDef {
             name,
@@ -920,6 +1145,7 @@ impl FeatureSet {
             description: f.description.get_ref().trim().to_string(),
             label,
             label_zh,
+            smooth,
         });
         Ok(())
     }

@@ -203,10 +203,13 @@ impl EntityState {
                     self.set_sketch(i, false);
                 }
             }
-            SeriesKind::Distinct(_) | SeriesKind::Seen(_) => {
+            SeriesKind::Distinct(_) | SeriesKind::Seen(_) | SeriesKind::Last => {
                 self.retain::<Mark>(i, |m| m.idx >= floor)
             }
-            SeriesKind::Labels(_) => self.retain::<Label>(i, |l| l.paid >= floor),
+            // Sorted by (paid, ...): the expired ones are a prefix.
+            SeriesKind::Labels(_) | SeriesKind::Amounts => {
+                self.drop_below::<Label>(i, |l| l.paid, floor)
+            }
         }
     }
 
@@ -343,6 +346,25 @@ impl EntityState {
         }
     }
 
+    /// Payments of series `i` by (time bucket, amount bin), in the `Label` layout: `paid` is
+    /// the time bucket, `reported` the bin.
+    pub fn amounts(&self, i: usize) -> &[Label] {
+        self.seg(i)
+    }
+
+    pub fn amount_add(&mut self, i: usize, idx: i64, bin: i64) {
+        self.label_add(i, idx, bin);
+    }
+
+    /// The latest time recorded in `Last` series `i` (a single mark under hash 0).
+    pub fn last(&self, i: usize) -> Option<i64> {
+        self.seen_lookup(i, 0)
+    }
+
+    pub fn last_set(&mut self, i: usize, idx: i64) {
+        self.seen_insert(i, 0, idx);
+    }
+
     /// Encodes series with their signatures so that a changed features file keeps the
     /// series that still exist and drops the rest.
     pub fn encode(&self, sigs: &[u64], kinds: &[SeriesKind], out: &mut Vec<u8>) {
@@ -378,7 +400,7 @@ impl EntityState {
                         put_i(out, b.max);
                     }
                 }
-                2 | 4 => {
+                2 | 4 | 7 => {
                     let v = self.seg::<Mark>(i);
                     put_u(out, v.len() as u64);
                     let base = v.iter().map(|m| m.idx).min().unwrap_or(0);
@@ -409,6 +431,7 @@ impl EntityState {
                         put_u(out, r.count);
                     }
                 }
+                // 6 and 8: labels and amount bins share the layout.
                 _ => {
                     let v = self.labels(i);
                     put_u(out, v.len() as u64);
@@ -463,7 +486,7 @@ impl EntityState {
                         push(bytemuck::cast_slice(&[b]));
                     }
                 }
-                2 | 4 => {
+                2 | 4 | 7 => {
                     let base = r.i64()?;
                     for _ in 0..len {
                         let hash = u64::from_le_bytes(r.take8()?);
@@ -490,7 +513,7 @@ impl EntityState {
                         push(bytemuck::cast_slice(&[rep]));
                     }
                 }
-                6 => {
+                6 | 8 => {
                     for _ in 0..len {
                         let l = Label {
                             paid: r.i64()?,
@@ -546,6 +569,8 @@ fn tag_of(kind: &SeriesKind, sketch: bool) -> u8 {
         SeriesKind::Seen(_) => 4,
         SeriesKind::Reports(_) => 5,
         SeriesKind::Labels(_) => 6,
+        SeriesKind::Last => 7,
+        SeriesKind::Amounts => 8,
     }
 }
 

@@ -7,8 +7,9 @@ use crate::payment::{OutcomeKind, Payment};
 
 use super::presence::{key_hash, Presence};
 use super::spec::{
-    fnv64, hour_of, is_night, is_weekend, year_start_day, Aggregate, EntityPlan, FeatureDef,
-    FeatureSet, Reader, SeriesKind, Window, DAY_MS,
+    category_code, fnv64, hour_of, is_night, is_weekend, year_start_day, Aggregate, EntityPlan,
+    FeatureDef, FeatureSet, Reader, SeriesKind, Window, AMOUNT_BINS_PER_OCTAVE, DAY_MS,
+    LAST_BUCKET_MS, ROBUST_Z_MIN_HISTORY,
 };
 use super::state::{Bucket, EntityState};
 use super::FeatureError;
@@ -118,6 +119,8 @@ pub struct FeatureStore {
     sweep_cursor: Vec<u8>,
     /// Keys that may be stored: a miss on any other key needs no sled read.
     presence: Presence,
+    /// (bad, payments) of each smoothed rate in this payment, until its prior is read.
+    smooth_parts: Vec<(f64, f64)>,
 }
 
 fn bucket(t: i64, w: i64, tz: i64) -> i64 {
@@ -245,6 +248,49 @@ fn range(window: Window, w: i64, t: i64, tz: i64) -> (i64, i64) {
     }
 }
 
+/// The log2 amount bin of a robust z-score histogram (amounts below 1 fen share bin 0).
+pub(crate) fn amount_bin(amount_fen: i64) -> i64 {
+    ((amount_fen.max(1) as f64).log2() * AMOUNT_BINS_PER_OCTAVE).floor() as i64
+}
+
+/// Bins an i64 amount can fall in (log2 < 63).
+const AMOUNT_BINS: usize = 64 * AMOUNT_BINS_PER_OCTAVE as usize;
+
+/// The lower weighted median of a histogram holding `n` items.
+fn median_bin(hist: &[u64; AMOUNT_BINS], n: u64) -> usize {
+    let mut seen = 0;
+    for (bin, &c) in hist.iter().enumerate() {
+        seen += c;
+        if 2 * seen >= n {
+            return bin;
+        }
+    }
+    AMOUNT_BINS - 1
+}
+
+/// (amount bin - median bin) / (1.4826 · MAD in bins, at least one bin) over the entity's
+/// payments in buckets lo..=hi: a z-score that a few outliers in the history do not move,
+/// on log amounts, where "twice the usual" is the same step for every payer.
+fn robust_z(bins: &[super::state::Label], lo: i64, hi: i64, amount_fen: i64) -> f64 {
+    let mut hist = [0u64; AMOUNT_BINS];
+    let mut n = 0;
+    let start = bins.partition_point(|e| e.paid < lo);
+    for e in bins[start..].iter().take_while(|e| e.paid <= hi) {
+        hist[(e.reported.max(0) as usize).min(AMOUNT_BINS - 1)] += e.count;
+        n += e.count;
+    }
+    if n < ROBUST_Z_MIN_HISTORY {
+        return 0.0;
+    }
+    let median = median_bin(&hist, n);
+    let mut deviations = [0u64; AMOUNT_BINS];
+    for (bin, &c) in hist.iter().enumerate() {
+        deviations[bin.abs_diff(median)] += c;
+    }
+    let mad = median_bin(&deviations, n).max(1);
+    (amount_bin(amount_fen) - median as i64) as f64 / (1.4826 * mad as f64)
+}
+
 /// The last counter read of an entity: (series, lo, hi) and its (count, sum, max).
 /// Features come in pairs over one window (count and sum), which then read the buckets once.
 type CounterMemo = Option<((usize, i64, i64), (u64, i64, i64))>;
@@ -282,8 +328,31 @@ fn read_one(
                 Aggregate::Sum => s as f64,
                 Aggregate::Max => m as f64,
                 Aggregate::Avg => avg,
+                // Read before this payment is recorded: (c, s, m) are its history.
+                Aggregate::AmountVsPriorAvg if avg > 0.0 => p.amount_fen as f64 / avg,
+                Aggregate::AmountVsPriorAvg => 1.0,
+                Aggregate::AmountAbovePriorMax if c > 0 => p.amount_fen.saturating_sub(m) as f64,
+                Aggregate::AmountAbovePriorMax => 0.0,
                 _ if avg > 0.0 => p.amount_fen as f64 / avg,
                 _ => 0.0,
+            }
+        }
+        Aggregate::AmountRobustZ => {
+            let (lo, hi) = range(def.window, w, t, tz);
+            robust_z(st.amounts(r.series), lo, hi, p.amount_fen)
+        }
+        Aggregate::SincePrevious => {
+            let (lo, _) = range(def.window, w, t, tz);
+            let len_s = match def.window {
+                Window::Sliding { len_ms, .. } => len_ms as f64 / 1000.0,
+                _ => 0.0,
+            };
+            match st.last(r.series) {
+                // Bucket = local ms (1 ms wide): back to event time.
+                Some(last) if last >= lo => {
+                    (t.saturating_sub(last.saturating_sub(tz)).max(0) as f64 / 1000.0).min(len_s)
+                }
+                _ => len_s,
             }
         }
         Aggregate::Distinct => {
@@ -313,23 +382,48 @@ fn read_one(
                 .sum::<u64>() as f64
         }
         Aggregate::BadRate => {
-            let (lo, hi) = range(def.window, w, t, tz);
-            let now = bucket(t, w, tz);
-            let (total, _, _) = counter_read(st.counter(r.aux), lo, hi);
-            let bad: u64 = st
-                .labels(r.series)
-                .iter()
-                .filter(|e| e.paid >= lo && e.paid <= hi && e.reported < now)
-                .map(|e| e.count)
-                .sum();
-            if total == 0 {
+            let (bad, total) = rate_parts(def, r, plan, st, t, tz);
+            if total == 0.0 {
                 0.0
             } else {
-                (bad as f64 / total as f64).min(1.0)
+                (bad / total).min(1.0)
             }
+        }
+        Aggregate::BadCount => {
+            let (lo, hi) = range(def.window, w, t, tz);
+            known_bad(st, r.series, lo, hi, bucket(t, w, tz)) as f64
         }
         _ => 0.0,
     }
+}
+
+/// Bad labels of payments made in buckets lo..=hi, counting only reports whose bucket ended
+/// before bucket `now` (so never a label from the payment's future).
+fn known_bad(st: &EntityState, series: usize, lo: i64, hi: i64, now: i64) -> u64 {
+    let v = st.labels(series);
+    let start = v.partition_point(|e| e.paid < lo);
+    v[start..]
+        .iter()
+        .take_while(|e| e.paid <= hi)
+        .filter(|e| e.reported < now)
+        .map(|e| e.count)
+        .sum()
+}
+
+/// (known bad labels, payments) of a `bad_rate` feature's window.
+fn rate_parts(
+    def: &FeatureDef,
+    r: &Reader,
+    plan: &EntityPlan,
+    st: &EntityState,
+    t: i64,
+    tz: i64,
+) -> (f64, f64) {
+    let w = plan.series[r.series].bucket_ms;
+    let (lo, hi) = range(def.window, w, t, tz);
+    let (total, _, _) = counter_read(st.counter(r.aux), lo, hi);
+    let bad = known_bad(st, r.series, lo, hi, bucket(t, w, tz));
+    (bad as f64, total as f64)
 }
 
 impl FeatureStore {
@@ -372,6 +466,7 @@ impl FeatureStore {
             enc: Vec::new(),
             sweep_cursor: Vec::new(),
             presence,
+            smooth_parts: Vec::new(),
         })
     }
 
@@ -449,6 +544,7 @@ impl FeatureStore {
                 Aggregate::IsRound => f64::from(u8::from(
                     p.amount_fen != 0 && p.amount_fen % def.round_unit_fen == 0,
                 )),
+                Aggregate::Code => def.code_text(p).map_or(0.0, category_code),
                 _ => 0.0,
             };
         }
@@ -464,8 +560,11 @@ impl FeatureStore {
             key,
             presence,
             position,
+            smooth_parts,
             ..
         } = self;
+        smooth_parts.clear();
+        smooth_parts.resize(set.smoothed.len(), (0.0, 0.0));
         for (ei, plan) in set.entities.iter().enumerate() {
             if !build_key(plan, p, key) {
                 continue;
@@ -475,9 +574,10 @@ impl FeatureStore {
             let st = Arc::make_mut(&mut c.state);
             compact(plan, st, *watermark, lateness, tz);
             let record = !late && !covered(*position, st);
+            let mut memo = None;
             for r in &plan.readers {
-                if set.defs[r.slot].aggregate == Aggregate::NewValue {
-                    out[r.slot] = read_one(&set.defs[r.slot], r, plan, st, p, tz, &mut None);
+                if set.defs[r.slot].aggregate.reads_before() {
+                    out[r.slot] = read_one(&set.defs[r.slot], r, plan, st, p, tz, &mut memo);
                 }
             }
             if record {
@@ -500,6 +600,10 @@ impl FeatureStore {
                                 st.seen_cap(i, set.exact_limit);
                             }
                         }
+                        SeriesKind::Last => {
+                            st.last_set(i, bucket(t, LAST_BUCKET_MS, tz));
+                        }
+                        SeriesKind::Amounts => st.amount_add(i, idx, amount_bin(p.amount_fen)),
                         SeriesKind::Reports(_) | SeriesKind::Labels(_) => {}
                     }
                 }
@@ -507,14 +611,31 @@ impl FeatureStore {
             }
             let mut memo = None;
             for r in &plan.readers {
-                if set.defs[r.slot].aggregate != Aggregate::NewValue {
-                    out[r.slot] = read_one(&set.defs[r.slot], r, plan, st, p, tz, &mut memo);
+                let def = &set.defs[r.slot];
+                if def.aggregate.reads_before() {
+                    continue;
                 }
+                if def.smooth.is_some() {
+                    // Its prior may belong to an entity not read yet: finished below.
+                    if let Some(k) = set.smoothed.iter().position(|&s| s == r.slot) {
+                        smooth_parts[k] = rate_parts(def, r, plan, st, t, tz);
+                    }
+                    continue;
+                }
+                out[r.slot] = read_one(def, r, plan, st, p, tz, &mut memo);
             }
             if record && !c.dirty {
                 c.dirty = true;
                 *dirty_count += 1;
                 presence.insert(key_hash(key));
+            }
+        }
+        // A smoothed rate with nothing of its own (no such category yet, or its field
+        // absent) reads the prior: the best guess, not a misleading 0.
+        for (&slot, &(bad, total)) in set.smoothed.iter().zip(smooth_parts.iter()) {
+            if let Some(sm) = &set.defs[slot].smooth {
+                let prior = out[sm.toward_slot];
+                out[slot] = ((bad + sm.weight * prior) / (total + sm.weight)).min(1.0);
             }
         }
         Ok(Observation {

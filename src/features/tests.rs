@@ -189,6 +189,48 @@ description = "d"
 name = "payment.amount"
 aggregate = "amount_fen"
 description = "d"
+
+[[feature]]
+name = "payment.card_code"
+aggregate = "code"
+of = "card"
+description = "d"
+
+[[feature]]
+name = "payer.vs_prior_avg_1h"
+entity = "payer"
+aggregate = "amount_vs_prior_avg"
+window = "1h"
+description = "d"
+
+[[feature]]
+name = "payer.above_prior_max_10m"
+entity = "payer"
+aggregate = "amount_above_prior_max"
+window = "10m"
+description = "d"
+
+[[feature]]
+name = "payee.robust_z_1h"
+entity = "payee"
+aggregate = "amount_robust_z"
+window = "1h"
+description = "d"
+
+[[feature]]
+name = "payer.since_previous_30m"
+entity = "payer"
+aggregate = "since_previous"
+window = "30m"
+description = "d"
+
+[[feature]]
+name = "pair.since_previous_credit_1h"
+entity = "pair"
+aggregate = "since_previous"
+window = "1h"
+filter = { funding = ["CREDIT_CARD"] }
+description = "d"
 "#;
 
 /// Brute force: scans every accepted event with the same bucket rounding as the store.
@@ -200,6 +242,11 @@ fn reference(set: &FeatureSet, history: &[Payment], before: &[Payment], p: &Paym
         let t = p.event_time_ms;
         if def.aggregate == Aggregate::AmountFen {
             out[slot] = p.amount_fen as f64;
+            continue;
+        }
+        if def.aggregate == Aggregate::Code {
+            let code = def.of.as_ref().unwrap().value(p);
+            out[slot] = code.map_or(0.0, super::spec::category_code);
             continue;
         }
         let ent = set
@@ -269,6 +316,43 @@ fn reference(set: &FeatureSet, history: &[Payment], before: &[Payment], p: &Paym
                     0.0
                 } else {
                     1.0
+                }
+            }
+            Aggregate::AmountVsPriorAvg | Aggregate::AmountAbovePriorMax | Aggregate::AmountRobustZ => {
+                let v: Vec<i64> = matching(before)
+                    .iter()
+                    .filter(|e| (lo..=hi).contains(&b(e.event_time_ms, w)))
+                    .map(|e| e.amount_fen)
+                    .collect();
+                match def.aggregate {
+                    Aggregate::AmountVsPriorAvg if v.is_empty() => 1.0,
+                    Aggregate::AmountVsPriorAvg => {
+                        p.amount_fen as f64 / (v.iter().sum::<i64>() as f64 / v.len() as f64)
+                    }
+                    Aggregate::AmountAbovePriorMax if v.is_empty() => 0.0,
+                    Aggregate::AmountAbovePriorMax => {
+                        (p.amount_fen - v.iter().copied().max().unwrap()) as f64
+                    }
+                    _ if v.len() < 3 => 0.0,
+                    _ => {
+                        // Lower medians of the log2 bins and of their distances to the median.
+                        let bin = |a: i64| ((a.max(1) as f64).log2() * 4.0).floor() as i64;
+                        let mut bins: Vec<i64> = v.iter().map(|&a| bin(a)).collect();
+                        bins.sort_unstable();
+                        let median = bins[(bins.len() - 1) / 2];
+                        let mut dev: Vec<i64> = bins.iter().map(|x| (x - median).abs()).collect();
+                        dev.sort_unstable();
+                        let mad = dev[(dev.len() - 1) / 2].max(1);
+                        (bin(p.amount_fen) - median) as f64 / (1.4826 * mad as f64)
+                    }
+                }
+            }
+            Aggregate::SincePrevious => {
+                let Window::Sliding { len_ms, .. } = def.window else { unreachable!() };
+                let prev = matching(before).iter().map(|e| e.event_time_ms).max();
+                match prev {
+                    Some(q) if q >= t - len_ms + 1 => ((t - q).max(0) as f64 / 1000.0).min(len_ms as f64 / 1000.0),
+                    _ => len_ms as f64 / 1000.0,
                 }
             }
             _ => unreachable!(),
@@ -1000,11 +1084,13 @@ fn a_checkpoint_cut_off_part_way_replays_to_identical_features() {
 
 /// Every stored state after a fixed stream (sketches included), hashed: the bytes a state is
 /// stored as are a file format, so a state written by an older fengkong must read back. The
-/// digest was taken from the per-series-vector layout the store had before 2026-11-30.
+/// digest was taken from the per-series-vector layout the store had before 2026-11-30, with
+/// the default features of then (testdata/format_features.toml: the bundled set has grown
+/// since, and more features are more series, not another format).
 #[test]
 fn stored_state_bytes_are_stable() {
     use sha2::{Digest, Sha256};
-    let text = super::spec::DEFAULT_FEATURES
+    let text = include_str!("testdata/format_features.toml")
         .replace("distinct_exact_limit = 1000", "distinct_exact_limit = 4");
     let set = FeatureSet::parse(&text, "t").unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -1022,4 +1108,257 @@ fn stored_state_bytes_are_stable() {
         hex::encode(h.finalize()),
         "6fa03dc13f6e06111c2074ede6091238273419db23a53e3f532c9d6fd2764a10"
     );
+}
+
+/// Payer amount profile, exact values: no history, then three equal payments, then one four
+/// times larger; a 24h window forgets what is older.
+#[test]
+fn amount_against_the_payers_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, mut s) = open(&dir, FeatureSet::defaults(), 100);
+    let set = s.set().clone();
+    let ix = |n: &str| set.index_of(n).unwrap();
+    let mut out = Vec::new();
+    let t = T0 + 3_600_000;
+    s.observe(&pay(1, t, "u", "m1", 10_000), &mut out).unwrap();
+    // No history: the documented neutral values.
+    assert_eq!(out[ix("payer.amount_vs_prior_avg_30d")], 1.0);
+    assert_eq!(out[ix("payer.amount_above_prior_max_30d")], 0.0);
+    assert_eq!(out[ix("payer.amount_robust_z_30d")], 0.0);
+    assert_eq!(out[ix("payer.since_previous")], 30.0 * 86_400.0);
+    assert_eq!(out[ix("payee.since_previous")], 30.0 * 86_400.0);
+    assert_eq!(out[ix("payer.avg_amount_24h")], 10_000.0, "includes itself");
+    s.observe(&pay(2, t + 90_000, "u", "m2", 10_000), &mut out)
+        .unwrap();
+    assert_eq!(out[ix("payer.since_previous")], 90.0);
+    assert_eq!(out[ix("payer.amount_robust_z_30d")], 0.0, "1 earlier payment");
+    s.observe(&pay(3, t + 2 * 90_000, "u", "m3", 10_000), &mut out)
+        .unwrap();
+    assert_eq!(out[ix("payer.amount_robust_z_30d")], 0.0, "2 earlier payments");
+    // A third equal payment: three earlier payments, the same again reads 0.
+    s.observe(&pay(4, t + 3 * 90_000, "u", "m1", 10_000), &mut out)
+        .unwrap();
+    assert_eq!(out[ix("payer.amount_robust_z_30d")], 0.0);
+    assert_eq!(out[ix("payer.amount_vs_prior_avg_30d")], 1.0);
+    s.observe(&pay(5, t + 4 * 90_000 + 500, "u", "m1", 40_000), &mut out)
+        .unwrap();
+    assert_eq!(out[ix("payer.amount_vs_prior_avg_30d")], 4.0);
+    assert_eq!(out[ix("payer.amount_above_prior_max_30d")], 30_000.0);
+    assert_eq!(out[ix("payer.since_previous")], 90.5);
+    // log2(10000)·4 = 53.2 -> bin 53; log2(40000)·4 = 61.2 -> bin 61; MAD 0 -> one bin.
+    let z = out[ix("payer.amount_robust_z_30d")];
+    assert!((z - 8.0 / 1.4826).abs() < 1e-12, "{z}");
+    assert_eq!(out[ix("payer.amount_robust_z_7d")], z);
+    assert_eq!(out[ix("payer.avg_amount_24h")], 16_000.0);
+    assert_eq!(out[ix("payer.max_amount_7d")], 40_000.0);
+    // Payee m1: its earlier payments are 10000 and 10000.
+    assert_eq!(out[ix("payee.amount_vs_prior_avg_30d")], 4.0);
+    assert_eq!(out[ix("payee.amount_robust_z_30d")], 0.0, "2 earlier payments");
+    assert_eq!(out[ix("payee.since_previous")], 90.5, "m1's previous payment was p4");
+    // Two days later the 24h window is empty again, the 30d one is not.
+    s.observe(&pay(6, t + 2 * DAY_MS, "u", "m1", 20_000), &mut out)
+        .unwrap();
+    assert_eq!(out[ix("payer.amount_vs_prior_avg_24h")], 1.0);
+    assert_eq!(out[ix("payer.amount_above_prior_max_24h")], 0.0);
+    assert_eq!(out[ix("payer.amount_vs_prior_avg_30d")], 20_000.0 / 16_000.0);
+    assert_eq!(out[ix("payer.amount_above_prior_max_30d")], -20_000.0);
+    // Bins 53, 53, 53, 53, 61 -> median 53, MAD 0 -> 1; 20000 is bin 57.
+    assert!((out[ix("payer.amount_robust_z_30d")] - 4.0 / 1.4826).abs() < 1e-12);
+    assert_eq!(
+        out[ix("payer.since_previous")],
+        (2 * DAY_MS - 4 * 90_000 - 500) as f64 / 1000.0
+    );
+    s.checkpoint(b"").unwrap();
+}
+
+/// A small file: payee outcome counts and rates at a 2-day label delay, lagged and not, and
+/// a category rate smoothed towards the overall one.
+const OUTCOME_FEATURES: &str = r#"
+[settings]
+label_delay = "2d"
+
+[entities]
+payee = ["payee"]
+all = []
+category = ["merchant_category"]
+
+[[feature]]
+name = "payee.bad_1d_delayed"
+entity = "payee"
+aggregate = "bad_count"
+window = "1d"
+lag = "label_delay"
+description = "d"
+
+[[feature]]
+name = "payee.bad_1d"
+entity = "payee"
+aggregate = "bad_count"
+window = "1d"
+description = "d"
+
+[[feature]]
+name = "payee.rate_1d_delayed"
+entity = "payee"
+aggregate = "bad_rate"
+window = "1d"
+lag = "label_delay"
+description = "d"
+
+[[feature]]
+name = "all.rate_1d_delayed"
+entity = "all"
+aggregate = "bad_rate"
+window = "1d"
+lag = "label_delay"
+description = "d"
+
+[[feature]]
+name = "category.rate_1d_delayed"
+entity = "category"
+aggregate = "bad_rate"
+window = "1d"
+lag = "label_delay"
+smooth = { toward = "all.rate_1d_delayed", weight = 4 }
+description = "d"
+"#;
+
+#[test]
+fn outcome_counts_respect_the_label_delay_and_never_see_the_future() {
+    let set = FeatureSet::parse(OUTCOME_FEATURES, "o.toml").unwrap();
+    assert_eq!(set.label_delay_ms(), 2 * DAY_MS);
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, mut s) = open(&dir, set.clone(), 100);
+    let ix = |n: &str| set.index_of(n).unwrap();
+    let mut out = Vec::new();
+    // Day 0, 10:00 local: four payments to m; two turn out bad.
+    let day0 = T0 + 2 * 3_600_000; // 10:00 local
+    let ps: Vec<Payment> = (0..4)
+        .map(|i| pay(i, day0 + i as i64 * 60_000, &format!("u{i}"), "m", 100))
+        .collect();
+    for p in &ps {
+        s.observe(p, &mut out).unwrap();
+    }
+    // Reported 5 hours later (day 0, 15:00), and one reported only on day 3 at 12:00.
+    s.record_outcome(&ps[0], OutcomeKind::Fraud, day0 + 5 * 3_600_000)
+        .unwrap();
+    s.record_outcome(&ps[1], OutcomeKind::Chargeback, day0 + 3 * DAY_MS + 2 * 3_600_000)
+        .unwrap();
+    s.record_outcome(&ps[2], OutcomeKind::Genuine, day0 + 5 * 3_600_000)
+        .unwrap();
+    let at = |s: &mut FeatureStore, id: u64, t: i64, payee: &str, out: &mut Vec<f64>| {
+        s.observe(&pay(id, t, "x", payee, 100), out).unwrap();
+    };
+    // Day 0, 15:05: the report's 10-minute bucket (15:00-15:10) has not ended.
+    at(&mut s, 10, day0 + 5 * 3_600_000 + 5 * 60_000, "m", &mut out);
+    assert_eq!(out[ix("payee.bad_1d")], 0.0, "report bucket not complete");
+    // 15:10: it has; the unlagged count sees it, the lagged one not (day 0 is not 2 days back).
+    at(&mut s, 11, day0 + 5 * 3_600_000 + 10 * 60_000, "m", &mut out);
+    assert_eq!(out[ix("payee.bad_1d")], 1.0);
+    assert_eq!(out[ix("payee.bad_1d_delayed")], 0.0);
+    assert_eq!(out[ix("payee.rate_1d_delayed")], 0.0);
+    // Day 2, 10:03: the lagged 1d window covers day 0 10:00-ish payments; the chargeback of
+    // payment 1 is reported on day 3, so it does not count yet.
+    let d2 = day0 + 2 * DAY_MS + 3 * 60_000;
+    at(&mut s, 12, d2, "m", &mut out);
+    assert_eq!(out[ix("payee.bad_1d_delayed")], 1.0);
+    assert_eq!(out[ix("payee.bad_1d")], 0.0, "day 0 is out of the unlagged window");
+    // The lagged window ends with day 0's 10:00-10:10 bucket: the 4 payments, not p10/p11.
+    assert_eq!(out[ix("payee.rate_1d_delayed")], 1.0 / 4.0);
+    // Day 3, 12:10: the chargeback is in, but payment 1 has left the lagged window
+    // (day 1 12:10 - 1d ... day 1 12:10).
+    at(&mut s, 13, day0 + 3 * DAY_MS + 2 * 3_600_000 + 10 * 60_000, "m", &mut out);
+    assert_eq!(out[ix("payee.bad_1d_delayed")], 0.0);
+    s.checkpoint(b"").unwrap();
+
+    // The smoothed category rate on a fresh store: category A has 2 payments, 1 bad; the
+    // whole stream 10, 1 bad.
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, mut s) = open(&dir, set.clone(), 100);
+    let mut first = Vec::new();
+    for i in 0..10 {
+        let mut p = pay(100 + i, day0 + i as i64 * 1000, "u", &format!("m{i}"), 100);
+        p.payee.merchant_category = if i < 2 { "A".into() } else { "B".into() };
+        s.observe(&p, &mut out).unwrap();
+        first.push(p);
+    }
+    s.record_outcome(&first[0], OutcomeKind::Fraud, day0 + 3_600_000)
+        .unwrap();
+    let mut p = pay(200, day0 + 2 * DAY_MS, "u", "m0", 100);
+    p.payee.merchant_category = "A".into();
+    s.observe(&p, &mut out).unwrap();
+    assert_eq!(out[ix("all.rate_1d_delayed")], 0.1);
+    let want = (1.0 + 4.0 * 0.1) / (2.0 + 4.0);
+    assert!((out[ix("category.rate_1d_delayed")] - want).abs() < 1e-12);
+    // A category never seen reads the prior, not 0.
+    p.payee.merchant_category = "NEW".into();
+    p.payment_id = "p201".into();
+    s.observe(&p, &mut out).unwrap();
+    assert!((out[ix("category.rate_1d_delayed")] - 0.1).abs() < 1e-12);
+    s.checkpoint(b"").unwrap();
+}
+
+#[test]
+fn code_features_are_stable_categorical_codes() {
+    let set = FeatureSet::defaults();
+    let slots = set.categorical_slots();
+    let names: Vec<&str> = slots.iter().map(|&i| set.names()[i].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "payment.merchant_category_code",
+            "payment.channel_code",
+            "payment.scene_code",
+            "payment.funding_code",
+            "payment.city_code"
+        ]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, mut s) = open(&dir, set.clone(), 100);
+    let mut out = Vec::new();
+    s.observe(&pay(1, T0, "u", "m", 100), &mut out).unwrap();
+    let code = out[set.index_of("payment.merchant_category_code").unwrap()];
+    assert_eq!(code, super::spec::category_code("5411"));
+    assert_eq!(code, code.trunc(), "a whole number");
+    assert!(code > 0.0 && code < 2f64.powi(53));
+    assert_eq!(out[set.index_of("payment.city_code").unwrap()], 0.0, "no city");
+    assert_eq!(
+        out[set.index_of("payment.channel_code").unwrap()],
+        super::spec::category_code("ALIPAY")
+    );
+    // The same value gives the same code in any process: the hash is not seeded.
+    assert_eq!(super::spec::category_code("5411"), 6_236_452_868_781_313.0);
+}
+
+#[test]
+fn new_aggregates_reject_what_they_cannot_mean() {
+    let base = "[entities]\npayer = [\"payer\"]\nall = []\n[[feature]]\nname = \"all.r\"\nentity = \"all\"\naggregate = \"bad_rate\"\nwindow = \"1d\"\ndescription = \"d\"\n";
+    let with = |extra: &str| FeatureSet::parse(&format!("{base}{extra}"), "f.toml");
+    let e = with("[[feature]]\nname = \"x\"\nentity = \"payer\"\naggregate = \"bad_rate\"\nwindow = \"1d\"\nsmooth = { toward = \"nope\", weight = 5 }\ndescription = \"d\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown feature `nope`"), "{e}");
+    let e = with("[[feature]]\nname = \"x\"\nentity = \"payer\"\naggregate = \"count\"\nwindow = \"1d\"\nsmooth = { toward = \"all.r\", weight = 5 }\ndescription = \"d\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("only for bad_rate"), "{e}");
+    let e = with("[[feature]]\nname = \"x\"\nentity = \"payer\"\naggregate = \"since_previous\"\nwindow = \"1d\"\nlag = \"1h\"\ndescription = \"d\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("takes no lag"), "{e}");
+    let e = with("[[feature]]\nname = \"x\"\naggregate = \"code\"\ndescription = \"d\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("need `of`"), "{e}");
+    let e = FeatureSet::parse("[settings]\nlabel_delay = \"soon\"\n[entities]\n", "f.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("f.toml:2:") && e.contains("label_delay"), "{e}");
+    // Without the setting the delay is 7 days.
+    let set = with("[[feature]]\nname = \"x\"\nentity = \"payer\"\naggregate = \"bad_count\"\nwindow = \"1d\"\nlag = \"label_delay\"\ndescription = \"d\"\n").unwrap();
+    assert_eq!(set.label_delay_ms(), 7 * DAY_MS);
+    assert!(matches!(
+        set.describe(1).window,
+        Window::Sliding { lag_ms, .. } if lag_ms == 7 * DAY_MS
+    ));
 }

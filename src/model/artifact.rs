@@ -319,11 +319,63 @@ impl ModelArtifact {
         path: impl AsRef<Path>,
         expected_features: &[String],
     ) -> Result<ModelArtifact, ModelError> {
-        let path = path.as_ref();
-        // A FIFO or device here would stall the reload (on the engine thread): regular
-        // files only, bounded.
-        let bytes = crate::files::read_regular(path, MAX_FILE_BYTES)?;
-        Self::from_slice(&bytes, expected_features)
+        Self::from_slice(&Self::read(path.as_ref())?, expected_features)
+    }
+
+    /// Reads and validates a model whose features the engine computes, maybe among others
+    /// and in another order; returns it with [`ModelArtifact::bind`]'s slots.
+    pub fn load_bound(
+        path: impl AsRef<Path>,
+        engine_features: &[String],
+    ) -> Result<(ModelArtifact, Vec<usize>), ModelError> {
+        Self::from_slice_bound(&Self::read(path.as_ref())?, engine_features)
+    }
+
+    /// [`ModelArtifact::load_bound`] without the file system.
+    pub fn from_slice_bound(
+        bytes: &[u8],
+        engine_features: &[String],
+    ) -> Result<(ModelArtifact, Vec<usize>), ModelError> {
+        let artifact = Self::parse(bytes)?;
+        let slots = artifact.bind(engine_features)?;
+        Ok((artifact, slots))
+    }
+
+    /// Where the engine computes each of the model's features: `engine_features[slots[i]]`
+    /// is the model's feature `i`. A features file that gained features (or reordered them)
+    /// keeps its models working on the features they were trained on; a model feature the
+    /// engine does not compute is a [`ModelError::FeatureMismatch`] naming it.
+    pub fn bind(&self, engine_features: &[String]) -> Result<Vec<usize>, ModelError> {
+        let engine_pos: HashMap<&str, usize> = engine_features
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        let slots: Vec<Option<usize>> = self
+            .feature_names
+            .iter()
+            .map(|n| engine_pos.get(n.as_str()).copied())
+            .collect();
+        if slots.iter().all(Option::is_some) {
+            return Ok(slots.into_iter().flatten().collect());
+        }
+        Err(ModelError::FeatureMismatch {
+            missing: Vec::new(),
+            extra: self
+                .feature_names
+                .iter()
+                .zip(&slots)
+                .filter(|(_, s)| s.is_none())
+                .map(|(n, _)| n.clone())
+                .collect(),
+            out_of_order: Vec::new(),
+        })
+    }
+
+    /// The bytes of a model file. A FIFO or device here would stall the reload (on the
+    /// engine thread): regular files only, bounded.
+    fn read(path: &Path) -> Result<Vec<u8>, ModelError> {
+        Ok(crate::files::read_regular(path, MAX_FILE_BYTES)?)
     }
 
     /// [`ModelArtifact::load`] without the file system.
@@ -331,6 +383,13 @@ impl ModelArtifact {
         bytes: &[u8],
         expected_features: &[String],
     ) -> Result<ModelArtifact, ModelError> {
+        let artifact = Self::parse(bytes)?;
+        artifact.check_features(expected_features)?;
+        Ok(artifact)
+    }
+
+    /// Parses and validates a model (format, structure, version hash), whatever its features.
+    fn parse(bytes: &[u8]) -> Result<ModelArtifact, ModelError> {
         // Read the format version alone first, so a future layout is reported as such rather
         // than as whatever field it renamed.
         #[derive(Deserialize)]
@@ -353,7 +412,6 @@ impl ModelArtifact {
         }
         let artifact: ModelArtifact = serde_json::from_slice(bytes).map_err(parse_err)?;
         artifact.validate()?;
-        artifact.check_features(expected_features)?;
         let computed = artifact.compute_version()?;
         if computed != artifact.version {
             return Err(ModelError::VersionMismatch {

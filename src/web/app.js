@@ -19,6 +19,8 @@ const TEXT = {
     model_p: "Model factors (fraud probability {p})",
     ALLOW: "Allowed", CHALLENGE: "Extra verification", REVIEW: "Held for review", BLOCK: "Blocked",
     yes: "yes", no: "no", times: "{x} times", days: "{x} days", day: "1 day",
+    seconds: "{x} seconds", second: "1 second", minutes: "{x} minutes", minute: "1 minute",
+    hours: "{x} hours", hour: "1 hour",
     PERSONAL: "personal collection code", MERCHANT: "merchant", AGGREGATOR_SUB_MERCHANT: "aggregator sub-merchant",
     MERCHANT_STATIC_CODE: "merchant static code", MERCHANT_SCANS_PAYER: "merchant scans the payer",
     PERSONAL_CODE_COLLECTION: "personal code collection", P2P_TRANSFER: "transfer", RED_PACKET: "red packet",
@@ -60,6 +62,8 @@ const TEXT = {
     model_p: "模型因素（欺诈概率 {p}）",
     ALLOW: "已放行", CHALLENGE: "需要额外验证", REVIEW: "转人工审核", BLOCK: "已拦截",
     yes: "是", no: "否", times: "{x} 倍", days: "{x} 天", day: "1 天",
+    seconds: "{x} 秒", second: "1 秒", minutes: "{x} 分钟", minute: "1 分钟",
+    hours: "{x} 小时", hour: "1 小时",
     PERSONAL: "个人收款码", MERCHANT: "商户", AGGREGATOR_SUB_MERCHANT: "聚合支付子商户",
     MERCHANT_STATIC_CODE: "商户静态码", MERCHANT_SCANS_PAYER: "商户扫码",
     PERSONAL_CODE_COLLECTION: "个人收款码收款", P2P_TRANSFER: "转账", RED_PACKET: "红包",
@@ -176,9 +180,21 @@ function shown(value, unit, text) {
     case "times": return t("times", { x: short(v) });
     case "yes_no": return t(v >= 0.5 ? "yes" : "no");
     case "days": return short(v) === "1" ? t("day") : t("days", { x: short(v) });
+    case "duration": return duration(v);
     case "hour": return `${String(Math.min(23, Math.max(0, Math.floor(v)))).padStart(2, "0")}:00`;
     default: return text ? text : short(v);
   }
+}
+
+// Seconds in the largest unit under which the value stays below two of the next (units.rs).
+function duration(seconds) {
+  const s = Math.max(0, seconds);
+  const tenth = (x) => Math.round(x * 10) / 10;
+  const [n, many, one] = s < 120 ? [Math.round(s), "seconds", "second"]
+    : s < 7200 ? [tenth(s / 60), "minutes", "minute"]
+    : s < 172800 ? [tenth(s / 3600), "hours", "hour"]
+    : [tenth(s / 86400), "days", "day"];
+  return short(n) === "1" ? t(one) : t(many, { x: short(n) });
 }
 
 function evidenceTable(evidence) {
