@@ -16,8 +16,9 @@
 //!
 //! Around it: `auth.rs` (keys and roles), `telemetry.rs` + `http.rs` (metrics),
 //! `loadgen.rs` (load from outside), and the offline path that shares the engine:
-//! `events.rs` (labeled CSV), `simulate.rs`, `replay.rs`, `backtest.rs`, `training.rs`,
-//! `quality.rs` (ranking metrics). `bundled.rs` is what the binary carries (rule pack, model,
+//! `events.rs` (labeled CSV), `simulate.rs` and `cardsim.rs` (QR and card traffic),
+//! `replay.rs`, `backtest.rs`, `training.rs`, `quality.rs` (ranking metrics) and
+//! `eval_report.rs` (the HTML evaluation report). `bundled.rs` is what the binary carries (rule pack, model,
 //! features) for when no path is configured; `units.rs` writes values for people (yuan, %,
 //! yes/no) in English and Chinese. `config.rs` holds every tunable; `cli.rs` and `main.rs`
 //! only wire things up.
@@ -26,11 +27,13 @@ pub mod accounts;
 pub mod auth;
 pub mod backtest;
 pub mod bundled;
+pub mod cardsim;
 pub mod cli;
 pub mod commit;
 pub mod config;
 pub mod decision;
 pub mod engine;
+pub mod eval_report;
 pub mod events;
 pub mod explain;
 pub mod features;
