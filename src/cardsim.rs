@@ -560,12 +560,17 @@ impl World {
         self.compromised_accounts += 1;
         let c = self.int(0, self.customers.len() as i64 - 1) as u32;
         let days = i64::from(self.cfg.days);
-        let length = self.int(7, 21).min(days);
-        let first = self.int(0, days - length);
+        let length = self.int(7, 21);
+        // Episodes may begin before the period or end after it (only their days inside are
+        // written), so the fraud is as dense in the first and last weeks as in the middle.
+        let first = self.int(1 - length, days - 1);
         let n = (self.int(2, 10) as usize).min(left);
         let home = (self.customers[c as usize].x, self.customers[c as usize].y);
         for _ in 0..n {
             let day = first + self.int(0, length - 1);
+            if !(0..days).contains(&day) {
+                continue;
+            }
             let hour = if self.unit() < 0.5 {
                 self.uniform(0.0, 6.0)
             } else {
@@ -652,10 +657,11 @@ impl World {
             let cum = std::mem::take(&mut self.risk_cum);
             let terminal = self.pick_cum(&cum);
             self.risk_cum = cum;
-            let length = self.int(7, 28).min(days);
-            let first = self.int(0, days - length);
-            let from = self.at(first, 0.0);
-            let to = self.at(first + length, 0.0);
+            let length = self.int(7, 28);
+            // As for accounts: windows cut by the period's ends keep the edges as dense.
+            let first = self.int(1 - length, days - 1);
+            let from = self.at(first.max(0), 0.0);
+            let to = self.at((first + length).min(days), 0.0);
             let rows = &at_terminal[terminal];
             let lo = rows.partition_point(|&i| self.rows[i as usize].t < from);
             let hi = rows.partition_point(|&i| self.rows[i as usize].t < to);

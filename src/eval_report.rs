@@ -52,6 +52,7 @@ pub const CURVE: RGBColor = RGBColor(0x1f, 0x5f, 0xbf);
 pub const FRAUD: RGBColor = RGBColor(0xc0, 0x39, 0x2b);
 pub const GENUINE: RGBColor = RGBColor(0x2e, 0x8b, 0x57);
 const REFERENCE: RGBColor = RGBColor(0x99, 0x99, 0x99);
+const LIGHT_GRID: RGBColor = RGBColor(0xf2, 0xf2, 0xf2);
 
 const SIZE: (u32, u32) = (560, 380);
 const CALIBRATION_BINS: usize = 10;
@@ -233,6 +234,7 @@ fn unit_chart<'a, 'b>(
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
+        .light_line_style(LIGHT_GRID)
         .x_labels(6)
         .y_labels(6)
         .draw()?;
@@ -324,6 +326,7 @@ fn histogram_chart(
         .configure_mesh()
         .x_desc("score")
         .y_desc("share of the class")
+        .light_line_style(LIGHT_GRID)
         .x_labels(6)
         .y_label_formatter(&|v| format!("{v:.0e}"))
         .draw()?;
@@ -381,6 +384,7 @@ fn per_day_chart(
         .configure_mesh()
         .x_desc("day")
         .y_desc("precision")
+        .light_line_style(LIGHT_GRID)
         .x_labels(8)
         .x_label_formatter(&label)
         .draw()?;
@@ -427,7 +431,7 @@ const STYLE: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-widt
 h1{font-size:22px}h2{font-size:16px;margin:0 0 6px}\
 table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #ccc;padding:4px 10px;\
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}\
-.charts{display:flex;flex-wrap:wrap;gap:16px}figure{margin:0;width:560px}\
+.charts{display:flex;flex-wrap:wrap;gap:16px;margin-bottom:20px}figure{margin:0;width:560px}\
 figcaption,.note{font-size:13px;color:#444}.source{color:#555;font-size:14px}";
 
 fn page(

@@ -344,7 +344,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bin", required=True, help="the fengkong binary (a release build)")
     p.add_argument("--work", required=True, help="folder for data, models and logs")
-    p.add_argument("--payments", type=int, default=250_000, help="payments per data set")
+    p.add_argument("--payments", type=int, default=150_000, help="payments per data set")
     p.add_argument("--only", choices=[d[0] for d in DATASETS], help="one data set")
     args = p.parse_args()
     os.makedirs(args.work, exist_ok=True)
