@@ -30,7 +30,8 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Train a model on replayed features of labeled payments and validate it on a later period.
     Train(TrainArgs),
-    /// Ranking metrics of a scored replay (ROC AUC, average precision, precision at 100 a day).
+    /// Ranking metrics of a scored replay (ROC AUC, average precision, precision at 100 a day),
+    /// and with --report an HTML report of the curves behind them.
     Eval(EvalArgs),
     /// What a rule set would have caught and cost on labeled payments (vs a baseline).
     Backtest(BacktestArgs),
@@ -44,7 +45,8 @@ pub enum Command {
     /// Manage API keys (stored hashed in `<data-dir>/keys.json`; works while the server runs).
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Generate labeled QR-payment traffic with injected fraud, as CSV.
+    /// Generate labeled payment traffic with injected fraud, as CSV (QR payments, or card
+    /// payments with `--generator cards`).
     Simulate(SimulateArgs),
     /// Open-loop gRPC load generator for Score: sends on schedule, reports latency percentiles.
     Loadgen(LoadgenArgs),
@@ -131,6 +133,10 @@ pub struct EvalArgs {
     /// End of the payments to evaluate, exclusive.
     #[arg(long, value_parser = parse_date)]
     pub to: i64,
+    /// Also write a self-contained HTML report: precision-recall and ROC curves,
+    /// calibration, score distribution by label, precision per day.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 fn parse_date(s: &str) -> Result<i64, String> {
@@ -232,6 +238,17 @@ pub struct SimulateArgs {
     /// CSV file to write (the format `replay`, `backtest` and `train` read).
     #[arg(long)]
     pub out: PathBuf,
+    /// Which world to simulate: `qr` (QR-code and mobile payments, the fraud of domain.md) or
+    /// `cards` (generic card payments: compromised terminals and accounts, large amounts;
+    /// every label known 7 days after its payment).
+    #[arg(long, value_enum, default_value_t = GeneratorArg::Qr)]
+    pub generator: GeneratorArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GeneratorArg {
+    Qr,
+    Cards,
 }
 
 #[derive(Debug, clap::Args)]
@@ -461,6 +478,17 @@ fn eval(args: EvalArgs) -> Result<(), CliError> {
         rows.push((t, s, field(label) == "1"));
     }
     println!("{}", crate::training::metrics(&rows)?);
+    if let Some(path) = &args.report {
+        let source = args.scores.display().to_string();
+        let input = crate::eval_report::ReportInput {
+            source: &source,
+            from_ms: args.from,
+            to_ms: args.to,
+            rows: &rows,
+        };
+        crate::eval_report::write(path, &input)?;
+        eprintln!("wrote the report to {}", path.display());
+    }
     Ok(())
 }
 
@@ -579,6 +607,33 @@ fn keys(command: KeysCommand) -> Result<(), CliError> {
 }
 
 fn simulate(args: SimulateArgs) -> Result<(), CliError> {
+    let started = std::time::Instant::now();
+    if args.generator == GeneratorArg::Cards {
+        let config = crate::cardsim::CardConfig {
+            payments: args.payments,
+            seed: args.seed,
+            days: args.days,
+            fraud_rate: args.fraud_rate,
+            ..Default::default()
+        };
+        let summary = crate::cardsim::generate_to_file(&config, &args.out)?;
+        eprintln!(
+            "wrote {} card payments ({} fraud; {} customers, {} terminals, {} terminals and \
+             {} accounts compromised) to {} in {:.1}s",
+            summary.payments,
+            summary.fraud,
+            summary.customers,
+            summary.terminals,
+            summary.compromised_terminals,
+            summary.compromised_accounts,
+            args.out.display(),
+            started.elapsed().as_secs_f64()
+        );
+        for (pattern, n) in &summary.per_pattern {
+            eprintln!("  {pattern}: {n}");
+        }
+        return Ok(());
+    }
     let config = crate::simulate::SimConfig {
         payments: args.payments,
         seed: args.seed,
@@ -586,7 +641,6 @@ fn simulate(args: SimulateArgs) -> Result<(), CliError> {
         fraud_rate: args.fraud_rate,
         ..Default::default()
     };
-    let started = std::time::Instant::now();
     let summary = crate::simulate::simulate_to_file(&config, &args.out)?;
     eprintln!(
         "wrote {} payments ({} fraud, {} never reported) to {} in {:.1}s",

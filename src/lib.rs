@@ -19,10 +19,11 @@
 //! listener), `connections.rs` (connection caps and timeouts of every listener), `health.rs`
 //! (free disk space; writes refused before the disk is full),
 //! `loadgen.rs` (load from outside), and the offline path that shares the engine:
-//! `events.rs` (labeled CSV), `simulate.rs`, `replay.rs`, `backtest.rs`, `training.rs`,
-//! `quality.rs` (ranking metrics). `bundled.rs` is what the binary carries (rule pack, model,
-//! features) for when no path is configured; `files.rs` reads what the server loads
-//! (regular files only, bounded); `units.rs` writes values for people (yuan, %,
+//! `events.rs` (labeled CSV), `simulate.rs` and `cardsim.rs` (QR and card traffic),
+//! `replay.rs`, `backtest.rs`, `training.rs`, `quality.rs` (ranking metrics) and
+//! `eval_report.rs` (the HTML evaluation report). `bundled.rs` is what the binary carries
+//! (rule pack, model, features) for when no path is configured; `files.rs` reads what the
+//! server loads (regular files only, bounded); `units.rs` writes values for people (yuan, %,
 //! yes/no) in English and Chinese. `config.rs` holds every tunable; `cli.rs` and `main.rs`
 //! only wire things up.
 
@@ -30,12 +31,14 @@ pub mod accounts;
 pub mod auth;
 pub mod backtest;
 pub mod bundled;
+pub mod cardsim;
 pub mod cli;
 pub mod commit;
 pub mod config;
 pub mod connections;
 pub mod decision;
 pub mod engine;
+pub mod eval_report;
 pub mod events;
 pub mod explain;
 pub mod features;

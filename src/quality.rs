@@ -24,6 +24,8 @@ pub enum MetricsError {
     NanScore(usize),
     #[error("k must be at least 1")]
     ZeroK,
+    #[error("score at row {0} is not a probability in [0, 1]")]
+    NotAProbability(usize),
 }
 
 fn check(scores: &[f64], labels: &[bool]) -> Result<(usize, usize), MetricsError> {
@@ -178,6 +180,94 @@ pub fn precision_at_k_per_day(
     })
 }
 
+/// The ROC curve: `(false positive rate, true positive rate)` after each score threshold
+/// (each tie group), from `(0, 0)` to `(1, 1)`. The area under it is [`roc_auc`].
+pub fn roc_curve(scores: &[f64], labels: &[bool]) -> Result<Vec<(f64, f64)>, MetricsError> {
+    let (pos, neg) = check(scores, labels)?;
+    if pos == 0 {
+        return Err(MetricsError::NoPositives);
+    }
+    if neg == 0 {
+        return Err(MetricsError::NoNegatives);
+    }
+    let (mut tp, mut fp) = (0u64, 0u64);
+    let mut points = vec![(0.0, 0.0)];
+    for (p, n) in tie_groups(scores, labels) {
+        tp += p;
+        fp += n;
+        points.push((fp as f64 / neg as f64, tp as f64 / pos as f64));
+    }
+    Ok(points)
+}
+
+/// The precision-recall curve: `(recall, precision)` after each score threshold (each tie
+/// group), highest threshold first. [`average_precision`] is its step-wise area.
+pub fn pr_curve(scores: &[f64], labels: &[bool]) -> Result<Vec<(f64, f64)>, MetricsError> {
+    let (pos, _) = check(scores, labels)?;
+    if pos == 0 {
+        return Err(MetricsError::NoPositives);
+    }
+    let (mut tp, mut fp) = (0u64, 0u64);
+    let mut points = Vec::new();
+    for (p, n) in tie_groups(scores, labels) {
+        tp += p;
+        fp += n;
+        points.push((tp as f64 / pos as f64, tp as f64 / (tp + fp) as f64));
+    }
+    Ok(points)
+}
+
+/// One bin of a reliability diagram.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CalibrationBin {
+    /// The bin is `[from, to)` (the last one includes 1).
+    pub from: f64,
+    pub to: f64,
+    pub rows: u64,
+    pub positives: u64,
+    /// Mean score of its rows: what the model promised.
+    pub mean_score: f64,
+    /// Share of its rows that are fraud: what happened.
+    pub fraud_rate: f64,
+}
+
+/// Probabilities in `bins` equal-width bins over [0, 1], each with the mean probability and
+/// the observed fraud rate of its rows (empty bins are left out): a calibrated model's
+/// points lie on the diagonal. Scores must be probabilities.
+pub fn calibration_bins(
+    scores: &[f64],
+    labels: &[bool],
+    bins: usize,
+) -> Result<Vec<CalibrationBin>, MetricsError> {
+    check(scores, labels)?;
+    if bins == 0 {
+        return Err(MetricsError::ZeroK);
+    }
+    if let Some(i) = scores.iter().position(|s| !(0.0..=1.0).contains(s)) {
+        return Err(MetricsError::NotAProbability(i));
+    }
+    let mut sums = vec![(0u64, 0u64, 0.0f64); bins];
+    for (&s, &l) in scores.iter().zip(labels) {
+        let b = ((s * bins as f64) as usize).min(bins - 1);
+        sums[b].0 += 1;
+        sums[b].1 += u64::from(l);
+        sums[b].2 += s;
+    }
+    Ok(sums
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (rows, ..))| *rows > 0)
+        .map(|(b, (rows, positives, total))| CalibrationBin {
+            from: b as f64 / bins as f64,
+            to: (b + 1) as f64 / bins as f64,
+            rows,
+            positives,
+            mean_score: total / rows as f64,
+            fraud_rate: positives as f64 / rows as f64,
+        })
+        .collect())
+}
+
 /// Flagged-vs-label counts and money, built row by row (streaming backtests) or at once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Confusion {
@@ -321,6 +411,66 @@ mod tests {
         assert!((auc - 0.5).abs() < 0.03, "auc {auc}");
         let ap = average_precision(&scores, &labels).unwrap();
         assert!((ap - 0.1).abs() < 0.02, "ap {ap}");
+    }
+
+    #[test]
+    fn curves_hand_computed_and_consistent_with_the_areas() {
+        // Ranking +, -, {+, -} tied, -.
+        let s = [0.9, 0.8, 0.5, 0.5, 0.1];
+        let l = [true, false, true, false, false];
+        let roc = roc_curve(&s, &l).unwrap();
+        let third = 1.0 / 3.0;
+        let want = [
+            (0.0, 0.0),
+            (0.0, 0.5),
+            (third, 0.5),
+            (2.0 * third, 1.0),
+            (1.0, 1.0),
+        ];
+        assert_eq!(roc.len(), want.len());
+        for (got, want) in roc.iter().zip(want) {
+            assert!(close(got.0, want.0) && close(got.1, want.1), "{roc:?}");
+        }
+        // Trapezoids under the ROC points are the AUC (ties count one half).
+        let area: f64 = roc
+            .windows(2)
+            .map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0)
+            .sum();
+        assert!(close(area, roc_auc(&s, &l).unwrap()));
+        let pr = pr_curve(&s, &l).unwrap();
+        assert_eq!(pr, [(0.5, 1.0), (0.5, 0.5), (1.0, 0.5), (1.0, 0.4)]);
+        // Steps of recall times precision are the AP.
+        let mut last_recall = 0.0;
+        let mut ap = 0.0;
+        for (r, p) in &pr {
+            ap += (r - last_recall) * p;
+            last_recall = *r;
+        }
+        assert!(close(ap, average_precision(&s, &l).unwrap()));
+        assert_eq!(roc_curve(&[0.1], &[true]), Err(MetricsError::NoNegatives));
+        assert_eq!(pr_curve(&[0.1], &[false]), Err(MetricsError::NoPositives));
+    }
+
+    #[test]
+    fn calibration_bins_hand_computed() {
+        let s = [0.05, 0.15, 0.12, 0.95, 1.0, 0.91];
+        let l = [false, false, true, true, true, false];
+        let bins = calibration_bins(&s, &l, 10).unwrap();
+        assert_eq!(bins.len(), 3, "empty bins are left out: {bins:?}");
+        assert_eq!((bins[0].from, bins[0].rows, bins[0].positives), (0.0, 1, 0));
+        assert_eq!((bins[1].rows, bins[1].positives), (2, 1));
+        assert!(close(bins[1].mean_score, 0.135) && close(bins[1].fraud_rate, 0.5));
+        // 1.0 falls in the last bin, not past it.
+        assert_eq!((bins[2].from, bins[2].to, bins[2].rows), (0.9, 1.0, 3));
+        assert!(close(bins[2].fraud_rate, 2.0 / 3.0));
+        assert_eq!(
+            calibration_bins(&[0.5, 1.5], &[true, false], 10),
+            Err(MetricsError::NotAProbability(1))
+        );
+        assert_eq!(
+            calibration_bins(&[0.5], &[true], 0),
+            Err(MetricsError::ZeroK)
+        );
     }
 
     #[test]

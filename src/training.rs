@@ -14,7 +14,7 @@ use crate::quality::{self, MetricsError};
 use crate::replay::{replay, scratch_engine, ReplayError, ReplayOptions};
 
 /// Days for precision at k: calendar days in China time, as the analysts' queues are.
-const UTC_OFFSET_MINUTES: i32 = 480;
+pub const UTC_OFFSET_MINUTES: i32 = 480;
 /// "If analysts review 100 alerts a day, how many are fraud."
 pub const ALERTS_PER_DAY: usize = 100;
 

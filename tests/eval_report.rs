@@ -1,0 +1,278 @@
+//! `fengkong eval --report`: the commands a user runs (simulate, train, replay --model, eval
+//! --report) make a report that opens in a real headless Chromium (Debian's `chromium` and
+//! `chromium-driver`), where every chart is drawn: screenshots of each figure are checked for
+//! the series colours, the axis text and the numbers `eval` printed.
+//!
+//! Without a browser the test is compiled as ignored (build.rs), unless
+//! FENGKONG_REQUIRE_BROWSER is set (CI sets it): then a missing browser fails it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A chromedriver process, killed when dropped.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn browser() -> Option<(Driver, Client)> {
+    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+        assert!(
+            std::env::var_os("FENGKONG_REQUIRE_BROWSER").is_none(),
+            "FENGKONG_REQUIRE_BROWSER is set but {CHROMIUM} or {CHROMEDRIVER} is missing"
+        );
+        eprintln!("\n*** SKIPPED eval_report: no {CHROMIUM} / {CHROMEDRIVER} ***\n");
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let driver = Driver(child);
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1300,1800",
+                     "--force-device-scale-factor=1"],
+        }),
+    );
+    for _ in 0..100 {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(client) => return Some((driver, client)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("chromedriver on port {port} never started a session");
+}
+
+/// An element's screenshot as RGBA pixels.
+struct Png {
+    rgba: Vec<[u8; 4]>,
+}
+
+fn decode(bytes: &[u8]) -> Png {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::ALPHA);
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    let rgba = buf[..info.buffer_size()]
+        .chunks(channels)
+        .map(|p| match channels {
+            4 => [p[0], p[1], p[2], p[3]],
+            3 => [p[0], p[1], p[2], 255],
+            2 => [p[0], p[0], p[0], p[1]],
+            _ => [p[0], p[0], p[0], 255],
+        })
+        .collect();
+    Png { rgba }
+}
+
+impl Png {
+    /// Share of pixels within a small distance of `rgb`.
+    fn share_near(&self, rgb: (u8, u8, u8)) -> f64 {
+        let rgb = [rgb.0, rgb.1, rgb.2];
+        let near = self
+            .rgba
+            .iter()
+            .filter(|p| (0..3).all(|i| p[i].abs_diff(rgb[i]) <= 24))
+            .count();
+        near as f64 / self.rgba.len() as f64
+    }
+
+    /// Share of dark pixels: axis lines and text.
+    fn share_dark(&self) -> f64 {
+        let dark = self
+            .rgba
+            .iter()
+            .filter(|p| p[0] < 90 && p[1] < 90 && p[2] < 90)
+            .count();
+        dark as f64 / self.rgba.len() as f64
+    }
+}
+
+fn fengkong(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_fengkong"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(
+        out.status.success(),
+        "fengkong {args:?} failed:\n{}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn rgb(c: plotters::style::RGBColor) -> (u8, u8, u8) {
+    (c.0, c.1, c.2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    fengkong_no_browser,
+    ignore = "no /usr/bin/chromium or /usr/bin/chromedriver: apt-get install chromium chromium-driver (.ci/run does)"
+)]
+async fn the_eval_report_opens_in_a_browser_with_every_chart_drawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (events, model, scored, report) = (
+        path("cards.csv"),
+        path("model.json"),
+        path("scored.csv"),
+        path("report.html"),
+    );
+    fengkong(&[
+        "simulate",
+        "--generator",
+        "cards",
+        "--payments",
+        "12000",
+        "--days",
+        "28",
+        "--seed",
+        "4",
+        "--out",
+        &events,
+    ]);
+    fengkong(&[
+        "train",
+        "--events",
+        &events,
+        "--train-from",
+        "2026-03-03",
+        "--train-to",
+        "2026-03-17",
+        "--algo",
+        "logistic",
+        "--out",
+        &model,
+    ]);
+    fengkong(&[
+        "replay", "--events", &events, "--model", &model, "--out", &scored,
+    ]);
+    let printed = fengkong(&[
+        "eval",
+        "--scores",
+        &scored,
+        "--from",
+        "2026-03-17",
+        "--to",
+        "2026-03-29",
+        "--report",
+        &report,
+    ]);
+    // "N payments (F fraud): ROC AUC a, average precision b, precision at top 100 a day c"
+    let number_after = |label: &str| {
+        let at = printed
+            .find(label)
+            .unwrap_or_else(|| panic!("{label} in {printed}"))
+            + label.len();
+        printed[at..]
+            .trim_start()
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let (auc, ap) = (number_after("ROC AUC"), number_after("average precision"));
+
+    let Some((_driver, client)) = browser().await else {
+        return;
+    };
+    client.goto(&format!("file://{report}")).await.unwrap();
+    let metrics = client
+        .find(Locator::Css("#metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&auc) && metrics.contains(&ap),
+        "eval printed {printed}, the report shows {metrics}"
+    );
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("eval_report");
+    std::fs::create_dir_all(&shots).unwrap();
+    let curve = rgb(fengkong::eval_report::CURVE);
+    let fraud = rgb(fengkong::eval_report::FRAUD);
+    let genuine = rgb(fengkong::eval_report::GENUINE);
+    for (id, colours) in [
+        ("pr-curve", vec![curve]),
+        ("roc-curve", vec![curve]),
+        ("calibration", vec![curve]),
+        ("score-distribution", vec![fraud, genuine]),
+        ("precision-per-day", vec![curve]),
+    ] {
+        let svg = client
+            .find(Locator::Css(&format!("#{id} svg")))
+            .await
+            .unwrap_or_else(|e| panic!("no chart in #{id}: {e}"));
+        let size = svg.rectangle().await.unwrap();
+        assert!(
+            size.2 >= 500.0 && size.3 >= 300.0,
+            "#{id} is drawn {size:?}"
+        );
+        let bytes = svg.screenshot().await.unwrap();
+        // Kept for a human to look at.
+        std::fs::write(shots.join(format!("{id}.png")), &bytes).unwrap();
+        let png = decode(&bytes);
+        for colour in colours {
+            let share = png.share_near(colour);
+            assert!(
+                share > 0.002,
+                "#{id}: {colour:?} covers only {share:.4} of the chart"
+            );
+        }
+        let dark = png.share_dark();
+        assert!(
+            dark > 0.005,
+            "#{id}: no axes or labels drawn ({dark:.4} dark)"
+        );
+        // The axis text is real text in the page, readable by a person.
+        let text = client
+            .find(Locator::Css(&format!("#{id}")))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.contains("0.2") || text.contains("1e"),
+            "#{id} has no tick labels: {text}"
+        );
+    }
+    let page = client.screenshot().await.unwrap();
+    std::fs::write(shots.join("report.png"), page).unwrap();
+    client.close().await.unwrap();
+}
