@@ -312,7 +312,9 @@ fn read_one(
         | Aggregate::Sum
         | Aggregate::Avg
         | Aggregate::Max
-        | Aggregate::AmountVsAvg => {
+        | Aggregate::AmountVsAvg
+        | Aggregate::AmountVsPriorAvg
+        | Aggregate::AmountAbovePriorMax => {
             let (lo, hi) = range(def.window, w, t, tz);
             let (c, s, m) = match *memo {
                 Some((at, v)) if at == (r.series, lo, hi) => v,
