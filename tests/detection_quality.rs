@@ -21,10 +21,6 @@ const DELAY_DAYS: i64 = 7;
 const TEST_DAYS: i64 = 7;
 const DAYS: i64 = HISTORY_DAYS + TRAIN_DAYS + DELAY_DAYS + TEST_DAYS;
 
-fn rules() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")
-}
-
 /// Trains with the defaults on `[history, history + train)`, then replays the file with the
 /// model as the server would run it and measures the test week after the delay.
 fn default_learner_on(path: &Path) -> (String, Metrics) {
@@ -37,7 +33,7 @@ fn default_learner_on(path: &Path) -> (String, Metrics) {
     let train_to = train_from + TRAIN_DAYS * DAY;
     let trained = train(
         &report.events,
-        &rules(),
+        None,
         None,
         &options,
         (train_from, train_to),
@@ -50,7 +46,7 @@ fn default_learner_on(path: &Path) -> (String, Metrics) {
     trained.artifact.save(&model).unwrap();
     let test_from = train_to + DELAY_DAYS * DAY;
     let test_to = test_from + TEST_DAYS * DAY;
-    let (_store, mut engine) = scratch_engine(&rules(), None, Some(&model)).unwrap();
+    let (_store, mut engine) = scratch_engine(None, None, Some(&model)).unwrap();
     let mut rows = Vec::new();
     let events: Vec<LabeledEvent> = report
         .events
