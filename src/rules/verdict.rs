@@ -347,7 +347,8 @@ mod tests {
         assert!(Policy {
             challenge_at: 70.0,
             review_at: 60.0,
-            block_at: 85.0
+            block_at: 85.0,
+            ..Policy::default()
         }
         .validate()
         .is_err());
