@@ -72,14 +72,19 @@ where
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout);
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let now = Instant::now();
+        let deadline = timeout.map(|t| now + t);
         if let Some(deadline) = deadline {
             request.extensions_mut().insert(Deadline(deadline));
         }
+        // Our answer leaves a little before the caller's own timer fires (a tenth of the
+        // timeout, at most 20 ms), so it arrives as DEADLINE_EXCEEDED instead of racing the
+        // client's expiry (which tonic's client reports as CANCELLED).
+        let answer_by = timeout.map(|t| now + t - (t / 10).min(Duration::from_millis(20)));
         let answer = self.inner.call(request);
         Box::pin(async move {
-            let response = match deadline {
-                Some(deadline) => match tokio::time::timeout_at(deadline, answer).await {
+            let response = match answer_by {
+                Some(answer_by) => match tokio::time::timeout_at(answer_by, answer).await {
                     Ok(response) => response?,
                     Err(_) => {
                         let ms = timeout.map_or(0, |t| t.as_millis());

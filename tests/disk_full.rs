@@ -40,9 +40,12 @@ impl Drop for Tmpfs {
 }
 
 async fn serving(server: &TestServer) -> ServingStatus {
-    let mut health = HealthClient::connect(format!("http://{}", server.addr))
+    let channel = tonic::transport::Endpoint::new(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
         .await
         .unwrap();
+    let mut health = HealthClient::new(channel);
     let answer = health
         .check(tonic_health::pb::HealthCheckRequest {
             service: String::new(),

@@ -22,7 +22,11 @@ async fn a_report_from_the_far_future_is_refused_and_cannot_mask_the_true_one() 
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let mut client = server.client().await;
+    // Reports count from the day after they arrive (1-day buckets of the 30-day window):
+    // the paid payment and its report two days ago, the next payment now.
+    const DAY: i64 = 86_400_000;
     let mut first = payment("o-1");
+    first.event_time_ms = now_ms() - 2 * DAY;
     first.payee.as_mut().unwrap().account_id = "payee-reported".into();
     client.score(first.clone()).await.unwrap();
 
@@ -43,7 +47,10 @@ async fn a_report_from_the_far_future_is_refused_and_cannot_mask_the_true_one() 
         err.message()
     );
 
-    client.report_outcome(fraud("o-1", now_ms())).await.unwrap();
+    client
+        .report_outcome(fraud("o-1", now_ms() - 2 * DAY + 60_000))
+        .await
+        .unwrap();
     let mut second = first.clone();
     second.payment_id = "o-2".into();
     second.event_time_ms = now_ms();
