@@ -94,11 +94,19 @@ fn category_fraud_rates_separate_the_categories_and_never_see_the_future() {
         assert_eq!(*c, r[code], "{category}");
         if t < START_MS + 7 * DAY_MS {
             // No label is known before its 7 days have passed: nothing may count it.
-            assert_eq!(value(rate), 0.0, "{} on day {}", &r[0], (t - START_MS) / DAY_MS);
+            assert_eq!(
+                value(rate),
+                0.0,
+                "{} on day {}",
+                &r[0],
+                (t - START_MS) / DAY_MS
+            );
             assert_eq!(value(payee_known), 0.0, "{}", &r[0]);
         }
         if t >= START_MS + 14 * DAY_MS {
-            late.entry(category).or_default().push((value(rate), value(prior)));
+            late.entry(category)
+                .or_default()
+                .push((value(rate), value(prior)));
         }
     }
     let mut distinct: Vec<&String> = codes.values().collect();
