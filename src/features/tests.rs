@@ -355,7 +355,7 @@ fn reference(set: &FeatureSet, history: &[Payment], before: &[Payment], p: &Paym
                 };
                 let prev = matching(before).iter().map(|e| e.event_time_ms).max();
                 match prev {
-                    Some(q) if q >= t - len_ms + 1 => {
+                    Some(q) if q > t - len_ms => {
                         ((t - q).max(0) as f64 / 1000.0).min(len_ms as f64 / 1000.0)
                     }
                     _ => len_ms as f64 / 1000.0,
