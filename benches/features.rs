@@ -79,7 +79,15 @@ impl Gen {
     }
 }
 
+/// The bundled features as they were before the amount-profile, outcome and category
+/// families (55 features), to measure what those cost in the same run.
+const FEATURES_2026_11: &str = include_str!("../src/features/testdata/format_features.toml");
+
 fn setup(warm: usize) -> (tempfile::TempDir, sled::Db, FeatureStore, Gen) {
+    setup_with(warm, FeatureSet::defaults())
+}
+
+fn setup_with(warm: usize, set: FeatureSet) -> (tempfile::TempDir, sled::Db, FeatureStore, Gen) {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::Config::new()
         .path(dir.path())
@@ -89,7 +97,7 @@ fn setup(warm: usize) -> (tempfile::TempDir, sled::Db, FeatureStore, Gen) {
         .unwrap();
     let mut store = FeatureStore::open(
         &db,
-        FeatureSet::defaults(),
+        set,
         StoreOptions {
             cache_capacity: 200_000,
             ..Default::default()
@@ -123,6 +131,26 @@ fn bench_observe(c: &mut Criterion) {
                 n += 1;
                 if n.is_multiple_of(CHECKPOINT_EVERY) {
                     store.start_checkpoint(b"").unwrap();
+                }
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    // The same with the 55 features of 2026-11, for the cost of what was added since.
+    let (_old_dir, _old_db, mut old, mut old_gen) = setup_with(
+        100_000,
+        FeatureSet::parse(FEATURES_2026_11, "2026-11").unwrap(),
+    );
+    let mut m = 0usize;
+    c.bench_function("observe_2026_11_set_checkpointed", |b| {
+        b.iter_batched(
+            || old_gen.next(),
+            |p| {
+                old.set_position(m as u64);
+                old.observe(&p, &mut out).unwrap();
+                m += 1;
+                if m.is_multiple_of(CHECKPOINT_EVERY) {
+                    old.start_checkpoint(b"").unwrap();
                 }
             },
             criterion::BatchSize::SmallInput,

@@ -115,9 +115,19 @@ fn duration(seconds: f64, zh: bool) -> String {
     let (n, en, en_one, zh_unit) = if s < 120.0 {
         (s.round(), "seconds", "1 second", "秒")
     } else if s < 7_200.0 {
-        ((s / 60.0 * 10.0).round() / 10.0, "minutes", "1 minute", "分钟")
+        (
+            (s / 60.0 * 10.0).round() / 10.0,
+            "minutes",
+            "1 minute",
+            "分钟",
+        )
     } else if s < 172_800.0 {
-        ((s / 3_600.0 * 10.0).round() / 10.0, "hours", "1 hour", "小时")
+        (
+            (s / 3_600.0 * 10.0).round() / 10.0,
+            "hours",
+            "1 hour",
+            "小时",
+        )
     } else {
         ((s / 86_400.0 * 10.0).round() / 10.0, "days", "1 day", "天")
     };

@@ -3,6 +3,8 @@
 //! C never, and R is rare and always fraud, replayed with `fengkong replay --out`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::process::Command;
@@ -94,11 +96,19 @@ fn category_fraud_rates_separate_the_categories_and_never_see_the_future() {
         assert_eq!(*c, r[code], "{category}");
         if t < START_MS + 7 * DAY_MS {
             // No label is known before its 7 days have passed: nothing may count it.
-            assert_eq!(value(rate), 0.0, "{} on day {}", &r[0], (t - START_MS) / DAY_MS);
+            assert_eq!(
+                value(rate),
+                0.0,
+                "{} on day {}",
+                &r[0],
+                (t - START_MS) / DAY_MS
+            );
             assert_eq!(value(payee_known), 0.0, "{}", &r[0]);
         }
         if t >= START_MS + 14 * DAY_MS {
-            late.entry(category).or_default().push((value(rate), value(prior)));
+            late.entry(category)
+                .or_default()
+                .push((value(rate), value(prior)));
         }
     }
     let mut distinct: Vec<&String> = codes.values().collect();
@@ -126,4 +136,99 @@ fn category_fraud_rates_separate_the_categories_and_never_see_the_future() {
     }
     // A handful of payments, all fraud, is not a 100% category: it reads near the overall.
     assert!(rare < 0.15 && (rare - overall).abs() < 0.05, "R {rare}");
+}
+
+/// Payments whose only signal is their merchant category (each from a payer and to a payee
+/// of its own, all of one amount): `X` always fraud, `Y` never.
+fn category_only_scenario() -> String {
+    let mut csv = String::from(
+        "payment_id,event_time,payer_id,payee_id,amount_fen,label,merchant_category\n",
+    );
+    for i in 0..3_000i64 {
+        let category = if i % 10 == 0 { "X" } else { "Y" };
+        let t = START_MS + i * 600_000;
+        writeln!(
+            csv,
+            "q{i},{t},payer{i},payee{i},5000,{},{category}",
+            u8::from(category == "X")
+        )
+        .unwrap();
+    }
+    csv
+}
+
+/// A model trained by `fengkong train` encodes the category code, and a merchant reads the
+/// factor as the category itself, never as its number.
+#[tokio::test]
+async fn a_category_factor_reads_as_the_category() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.csv");
+    let model = dir.path().join("model.json");
+    std::fs::write(&events, category_only_scenario()).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_fengkong"))
+        .args(["train", "--algo", "logistic", "--train-from", "2026-03-01"])
+        .args([
+            "--train-to",
+            "2026-03-18",
+            "--label-delay",
+            "7d",
+            "--events",
+        ])
+        .arg(&events)
+        .arg("--out")
+        .arg(&model)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let artifact: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&model).unwrap()).unwrap();
+    let names = artifact["feature_names"].as_array().unwrap();
+    let coded: Vec<&str> = artifact["categorical"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            names[c["feature"].as_u64().unwrap() as usize]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        coded.contains(&"payment.merchant_category_code"),
+        "{coded:?}"
+    );
+
+    let data = tempfile::tempdir().unwrap();
+    let server = common::TestServer::start_with(fengkong::config::Config {
+        data_dir: data.path().to_owned(),
+        model_path: Some(model.clone()),
+        ..fengkong::config::Config::default()
+    })
+    .await;
+    let mut client = server.client().await;
+    let mut request = common::payment("explain-x");
+    request.payee.as_mut().unwrap().merchant_category = "X".into();
+    let response = client.score(request).await.unwrap().into_inner();
+    let factors: Vec<&fengkong::proto::Reason> = response
+        .reasons
+        .iter()
+        .filter(|r| r.source() == fengkong::proto::ReasonSource::Model)
+        .collect();
+    let category = factors
+        .iter()
+        .find(|r| r.id == "payment.merchant_category_code")
+        .unwrap_or_else(|| panic!("the category is a top factor: {factors:#?}"));
+    assert_eq!(
+        category.message,
+        "merchant category: X (raises the fraud probability)"
+    );
+    assert_eq!(category.message_zh, "商户类别：X（提高欺诈概率）");
+    assert_eq!(category.evidence[0].text, "X");
+    assert_eq!(category.evidence[0].unit, "text");
+    server.stop().await;
 }

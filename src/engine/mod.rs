@@ -636,7 +636,9 @@ impl Engine {
                         .map(|&s| self.values.get(s).copied().unwrap_or(0.0)),
                 );
                 self.contributions.resize(slots.len(), 0.0);
-                model.scorer.score(&self.model_input, &mut self.contributions)
+                model
+                    .scorer
+                    .score(&self.model_input, &mut self.contributions)
             }
         };
         model
@@ -662,9 +664,11 @@ impl Engine {
                         text.to_owned(),
                         crate::rules::Value::Str(text),
                     ),
-                    None if def.is_categorical() => {
-                        ("none".to_owned(), "无".to_owned(), crate::rules::Value::Str(""))
-                    }
+                    None if def.is_categorical() => (
+                        "none".to_owned(),
+                        "无".to_owned(),
+                        crate::rules::Value::Str(""),
+                    ),
                     None => (
                         var.unit.format(value, Lang::En),
                         var.unit.format(value, Lang::Zh),
@@ -675,10 +679,7 @@ impl Engine {
                     code: "MODEL_FACTOR".into(),
                     source: proto::ReasonSource::Model as i32,
                     id: var.name.clone(),
-                    message: format!(
-                        "{}: {shown} ({raises} the fraud probability)",
-                        var.label,
-                    ),
+                    message: format!("{}: {shown} ({raises} the fraud probability)", var.label,),
                     message_zh: format!("{}：{shown_zh}（{raises_zh}欺诈概率）", var.label_zh),
                     contribution,
                     action: proto::Action::Unspecified as i32,
@@ -926,7 +927,8 @@ fn load_model(
     };
     let (artifact, slots) = artifact.map_err(|source| EngineError::Model { path, source })?;
     let scorer = artifact.scorer();
-    let identity = slots.len() == feature_names.len() && slots.iter().enumerate().all(|(i, &s)| i == s);
+    let identity =
+        slots.len() == feature_names.len() && slots.iter().enumerate().all(|(i, &s)| i == s);
     Ok(Some(LoadedModel {
         artifact,
         scorer,

@@ -779,7 +779,10 @@ impl FeatureSet {
             set.label_delay_ms = parse_duration_ms(d.get_ref())
                 .filter(|&ms| (0..=365 * DAY_MS).contains(&ms))
                 .ok_or_else(|| {
-                    ctx.at(d, "label_delay must be a duration like \"7d\", at most 365d")
+                    ctx.at(
+                        d,
+                        "label_delay must be a duration like \"7d\", at most 365d",
+                    )
                 })?;
         }
         for (name, fields) in &raw.entities {
@@ -1108,13 +1111,7 @@ impl FeatureSet {
                     0,
                 ),
                 Aggregate::SincePrevious => (
-                    plan.series_for(
-                        SeriesKind::Last,
-                        &filter,
-                        LAST_BUCKET_MS,
-                        span_ms,
-                        false,
-                    ),
+                    plan.series_for(SeriesKind::Last, &filter, LAST_BUCKET_MS, span_ms, false),
                     0,
                 ),
                 Aggregate::AmountRobustZ => (

@@ -318,7 +318,9 @@ fn reference(set: &FeatureSet, history: &[Payment], before: &[Payment], p: &Paym
                     1.0
                 }
             }
-            Aggregate::AmountVsPriorAvg | Aggregate::AmountAbovePriorMax | Aggregate::AmountRobustZ => {
+            Aggregate::AmountVsPriorAvg
+            | Aggregate::AmountAbovePriorMax
+            | Aggregate::AmountRobustZ => {
                 let v: Vec<i64> = matching(before)
                     .iter()
                     .filter(|e| (lo..=hi).contains(&b(e.event_time_ms, w)))
@@ -348,10 +350,14 @@ fn reference(set: &FeatureSet, history: &[Payment], before: &[Payment], p: &Paym
                 }
             }
             Aggregate::SincePrevious => {
-                let Window::Sliding { len_ms, .. } = def.window else { unreachable!() };
+                let Window::Sliding { len_ms, .. } = def.window else {
+                    unreachable!()
+                };
                 let prev = matching(before).iter().map(|e| e.event_time_ms).max();
                 match prev {
-                    Some(q) if q >= t - len_ms + 1 => ((t - q).max(0) as f64 / 1000.0).min(len_ms as f64 / 1000.0),
+                    Some(q) if q > t - len_ms => {
+                        ((t - q).max(0) as f64 / 1000.0).min(len_ms as f64 / 1000.0)
+                    }
                     _ => len_ms as f64 / 1000.0,
                 }
             }
@@ -1131,10 +1137,18 @@ fn amount_against_the_payers_history() {
     s.observe(&pay(2, t + 90_000, "u", "m2", 10_000), &mut out)
         .unwrap();
     assert_eq!(out[ix("payer.since_previous")], 90.0);
-    assert_eq!(out[ix("payer.amount_robust_z_30d")], 0.0, "1 earlier payment");
+    assert_eq!(
+        out[ix("payer.amount_robust_z_30d")],
+        0.0,
+        "1 earlier payment"
+    );
     s.observe(&pay(3, t + 2 * 90_000, "u", "m3", 10_000), &mut out)
         .unwrap();
-    assert_eq!(out[ix("payer.amount_robust_z_30d")], 0.0, "2 earlier payments");
+    assert_eq!(
+        out[ix("payer.amount_robust_z_30d")],
+        0.0,
+        "2 earlier payments"
+    );
     // A third equal payment: three earlier payments, the same again reads 0.
     s.observe(&pay(4, t + 3 * 90_000, "u", "m1", 10_000), &mut out)
         .unwrap();
@@ -1153,14 +1167,25 @@ fn amount_against_the_payers_history() {
     assert_eq!(out[ix("payer.max_amount_7d")], 40_000.0);
     // Payee m1: its earlier payments are 10000 and 10000.
     assert_eq!(out[ix("payee.amount_vs_prior_avg_30d")], 4.0);
-    assert_eq!(out[ix("payee.amount_robust_z_30d")], 0.0, "2 earlier payments");
-    assert_eq!(out[ix("payee.since_previous")], 90.5, "m1's previous payment was p4");
+    assert_eq!(
+        out[ix("payee.amount_robust_z_30d")],
+        0.0,
+        "2 earlier payments"
+    );
+    assert_eq!(
+        out[ix("payee.since_previous")],
+        90.5,
+        "m1's previous payment was p4"
+    );
     // Two days later the 24h window is empty again, the 30d one is not.
     s.observe(&pay(6, t + 2 * DAY_MS, "u", "m1", 20_000), &mut out)
         .unwrap();
     assert_eq!(out[ix("payer.amount_vs_prior_avg_24h")], 1.0);
     assert_eq!(out[ix("payer.amount_above_prior_max_24h")], 0.0);
-    assert_eq!(out[ix("payer.amount_vs_prior_avg_30d")], 20_000.0 / 16_000.0);
+    assert_eq!(
+        out[ix("payer.amount_vs_prior_avg_30d")],
+        20_000.0 / 16_000.0
+    );
     assert_eq!(out[ix("payer.amount_above_prior_max_30d")], -20_000.0);
     // Bins 53, 53, 53, 53, 61 -> median 53, MAD 0 -> 1; 20000 is bin 57.
     assert!((out[ix("payer.amount_robust_z_30d")] - 4.0 / 1.4826).abs() < 1e-12);
@@ -1242,8 +1267,12 @@ fn outcome_counts_respect_the_label_delay_and_never_see_the_future() {
     // Reported 5 hours later (day 0, 15:00), and one reported only on day 3 at 12:00.
     s.record_outcome(&ps[0], OutcomeKind::Fraud, day0 + 5 * 3_600_000)
         .unwrap();
-    s.record_outcome(&ps[1], OutcomeKind::Chargeback, day0 + 3 * DAY_MS + 2 * 3_600_000)
-        .unwrap();
+    s.record_outcome(
+        &ps[1],
+        OutcomeKind::Chargeback,
+        day0 + 3 * DAY_MS + 2 * 3_600_000,
+    )
+    .unwrap();
     s.record_outcome(&ps[2], OutcomeKind::Genuine, day0 + 5 * 3_600_000)
         .unwrap();
     let at = |s: &mut FeatureStore, id: u64, t: i64, payee: &str, out: &mut Vec<f64>| {
@@ -1253,7 +1282,13 @@ fn outcome_counts_respect_the_label_delay_and_never_see_the_future() {
     at(&mut s, 10, day0 + 5 * 3_600_000 + 5 * 60_000, "m", &mut out);
     assert_eq!(out[ix("payee.bad_1d")], 0.0, "report bucket not complete");
     // 15:10: it has; the unlagged count sees it, the lagged one not (day 0 is not 2 days back).
-    at(&mut s, 11, day0 + 5 * 3_600_000 + 10 * 60_000, "m", &mut out);
+    at(
+        &mut s,
+        11,
+        day0 + 5 * 3_600_000 + 10 * 60_000,
+        "m",
+        &mut out,
+    );
     assert_eq!(out[ix("payee.bad_1d")], 1.0);
     assert_eq!(out[ix("payee.bad_1d_delayed")], 0.0);
     assert_eq!(out[ix("payee.rate_1d_delayed")], 0.0);
@@ -1262,12 +1297,22 @@ fn outcome_counts_respect_the_label_delay_and_never_see_the_future() {
     let d2 = day0 + 2 * DAY_MS + 3 * 60_000;
     at(&mut s, 12, d2, "m", &mut out);
     assert_eq!(out[ix("payee.bad_1d_delayed")], 1.0);
-    assert_eq!(out[ix("payee.bad_1d")], 0.0, "day 0 is out of the unlagged window");
+    assert_eq!(
+        out[ix("payee.bad_1d")],
+        0.0,
+        "day 0 is out of the unlagged window"
+    );
     // The lagged window ends with day 0's 10:00-10:10 bucket: the 4 payments, not p10/p11.
     assert_eq!(out[ix("payee.rate_1d_delayed")], 1.0 / 4.0);
     // Day 3, 12:10: the chargeback is in, but payment 1 has left the lagged window
     // (day 1 12:10 - 1d ... day 1 12:10).
-    at(&mut s, 13, day0 + 3 * DAY_MS + 2 * 3_600_000 + 10 * 60_000, "m", &mut out);
+    at(
+        &mut s,
+        13,
+        day0 + 3 * DAY_MS + 2 * 3_600_000 + 10 * 60_000,
+        "m",
+        &mut out,
+    );
     assert_eq!(out[ix("payee.bad_1d_delayed")], 0.0);
     s.checkpoint(b"").unwrap();
 
@@ -1321,7 +1366,11 @@ fn code_features_are_stable_categorical_codes() {
     assert_eq!(code, super::spec::category_code("5411"));
     assert_eq!(code, code.trunc(), "a whole number");
     assert!(code > 0.0 && code < 2f64.powi(53));
-    assert_eq!(out[set.index_of("payment.city_code").unwrap()], 0.0, "no city");
+    assert_eq!(
+        out[set.index_of("payment.city_code").unwrap()],
+        0.0,
+        "no city"
+    );
     assert_eq!(
         out[set.index_of("payment.channel_code").unwrap()],
         super::spec::category_code("ALIPAY")
@@ -1353,7 +1402,10 @@ fn new_aggregates_reject_what_they_cannot_mean() {
     let e = FeatureSet::parse("[settings]\nlabel_delay = \"soon\"\n[entities]\n", "f.toml")
         .unwrap_err()
         .to_string();
-    assert!(e.starts_with("f.toml:2:") && e.contains("label_delay"), "{e}");
+    assert!(
+        e.starts_with("f.toml:2:") && e.contains("label_delay"),
+        "{e}"
+    );
     // Without the setting the delay is 7 days.
     let set = with("[[feature]]\nname = \"x\"\nentity = \"payer\"\naggregate = \"bad_count\"\nwindow = \"1d\"\nlag = \"label_delay\"\ndescription = \"d\"\n").unwrap();
     assert_eq!(set.label_delay_ms(), 7 * DAY_MS);
