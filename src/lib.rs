@@ -11,21 +11,25 @@
 //! decision.rs  hits ──▶ reasons with their numbers and evidence
 //! engine.rs    the pipeline on one thread; decision log; feature recovery
 //! store.rs     decision records and the log in sled   commit.rs  group commit
+//! search.rs    the store's indexes by account, rule and time (ListDecisions)
 //! server.rs    runs it: engine thread, reloads, shutdown;  grpc.rs  services, errors → status
 //! ```
 //!
 //! Around it: `auth.rs` (keys and roles), `telemetry.rs` + `http.rs` (metrics),
 //! `loadgen.rs` (load from outside), and the offline path that shares the engine:
 //! `events.rs` (labeled CSV), `simulate.rs`, `replay.rs`, `backtest.rs`, `training.rs`,
-//! `quality.rs` (ranking metrics). `bundled.rs` is what the binary carries (rule pack, model,
+//! `quality.rs` (ranking metrics). Analysts work through `cases.rs` (the review queue) and
+//! `audit.rs` (what they did). `bundled.rs` is what the binary carries (rule pack, model,
 //! features) for when no path is configured; `units.rs` writes values for people (yuan, %,
 //! yes/no) in English and Chinese. `config.rs` holds every tunable; `cli.rs` and `main.rs`
 //! only wire things up.
 
 pub mod accounts;
+pub mod audit;
 pub mod auth;
 pub mod backtest;
 pub mod bundled;
+pub mod cases;
 pub mod cli;
 pub mod commit;
 pub mod config;
@@ -44,6 +48,7 @@ pub mod quality;
 pub mod replay;
 pub mod request;
 pub mod rules;
+pub mod search;
 pub mod server;
 pub mod simulate;
 pub mod store;

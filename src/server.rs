@@ -16,8 +16,8 @@ use crate::auth::{KeyError, Keys};
 use crate::commit::GroupCommit;
 use crate::engine::{Engine, EngineError};
 use crate::grpc::{
-    self, AccountAdminService, AppealsService, ModelAdminService, RiskEngineService,
-    RuleAdminService, Shared,
+    self, AccountAdminService, AppealsService, AuditService, CasesService, ModelAdminService,
+    RiskEngineService, RuleAdminService, Shared,
 };
 use crate::proto::account_admin_server::AccountAdminServer;
 use crate::proto::appeals_server::AppealsServer;
@@ -142,6 +142,8 @@ pub async fn run(
         (reflection().build_v1()?, reflection().build_v1alpha()?);
     let risk_engine = RiskEngineService::new(shared.clone());
     let appeals = AppealsService::new(shared.clone());
+    let cases = CasesService::new(shared.clone());
+    let audit = AuditService::new(shared.clone());
     let account_admin = AccountAdminService::new(shared);
     let rule_admin = RuleAdminService::new(handle.clone(), keys.clone());
     let model_admin = ModelAdminService::new(handle, keys);
@@ -158,6 +160,8 @@ pub async fn run(
         .add_service(ModelAdminServer::new(model_admin))
         .add_service(AppealsServer::new(appeals))
         .add_service(AccountAdminServer::new(account_admin))
+        .add_service(proto::cases_server::CasesServer::new(cases))
+        .add_service(proto::audit_server::AuditServer::new(audit))
         // Without TCP_NODELAY small responses wait on delayed ACKs: ~10 ms per call.
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
