@@ -552,7 +552,7 @@ async fn review_cases_are_listed_assigned_resolved_and_survive_a_restart() {
             .unwrap()
             .cases
             .len(),
-        2
+        3
     );
     server.stop().await;
 }

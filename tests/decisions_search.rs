@@ -11,6 +11,9 @@ use fengkong::proto::{self, Action, ListDecisionsRequest};
 use tonic::transport::Channel;
 use tonic::Code;
 
+/// Ten minutes between two payments in event time.
+const STEP: i64 = 600_000;
+
 fn pay(id: &str, payer: &str, payee: &str, at: i64) -> proto::ScoreRequest {
     let mut req = payment(id);
     req.event_time_ms = at;
@@ -52,9 +55,9 @@ async fn an_account_is_paged_newest_first_while_decisions_arrive() {
     let server = TestServer::start(dir.path()).await;
     let mut client = server.client().await;
 
-    // alice pays shop-a 8 times and shop-b 4 times; bob pays shop-a 3 times; one second
+    // alice pays shop-a 8 times and shop-b 4 times; bob pays shop-a 3 times; ten minutes
     // apart in event time.
-    let start = now_ms() - 120_000;
+    let start = now_ms() - 3 * 3_600_000;
     let mut alice = Vec::new();
     let mut n = 0;
     for (payer, payee, count) in [
@@ -64,7 +67,7 @@ async fn an_account_is_paged_newest_first_while_decisions_arrive() {
     ] {
         for _ in 0..count {
             let id = format!("p-{n:02}");
-            let req = pay(&id, payer, payee, start + n * 1_000);
+            let req = pay(&id, payer, payee, start + n * STEP);
             client.score(with_key(req, &gateway)).await.unwrap();
             if payer == "alice" {
                 alice.push(id);
@@ -73,7 +76,7 @@ async fn an_account_is_paged_newest_first_while_decisions_arrive() {
         }
     }
     // One payment with a card on the block list.
-    let mut stolen = pay("p-stolen", "alice", "shop-b", start + n * 1_000);
+    let mut stolen = pay("p-stolen", "alice", "shop-b", start + n * STEP);
     stolen.funding = proto::Funding::CreditCard as i32;
     stolen.card_fingerprint = Some("card-fp-stolen-01".into());
     let blocked = client
@@ -146,20 +149,35 @@ async fn an_account_is_paged_newest_first_while_decisions_arrive() {
     assert_eq!(shop_a.decisions.len(), 11);
     let window = everything(&|r| {
         r.account_id = "alice".into();
-        r.from_ms = start + 2_000;
-        r.to_ms = start + 5_000;
+        r.from_ms = start + 2 * STEP;
+        r.to_ms = start + 5 * STEP;
     });
     assert_eq!(
         ids(&page(&mut client, &analyst, window).await.unwrap()),
         ["p-04", "p-03", "p-02"]
     );
+    // Whatever else the bundled rules and model stop, the filter finds exactly that.
+    let of_alice_all = page(
+        &mut client,
+        &analyst,
+        everything(&|r| r.account_id = "alice".into()),
+    )
+    .await
+    .unwrap();
+    let blocked_ids: Vec<String> = of_alice_all
+        .decisions
+        .iter()
+        .filter(|d| d.action() == Action::Block)
+        .map(|d| d.payment_id.clone())
+        .collect();
+    assert!(blocked_ids.contains(&"p-stolen".to_string()));
     let blocks = everything(&|r| {
         r.account_id = "alice".into();
         r.action = Action::Block as i32;
     });
     assert_eq!(
         ids(&page(&mut client, &analyst, blocks).await.unwrap()),
-        ["p-stolen"]
+        blocked_ids
     );
     let by_rule = everything(&|r| r.rule_id = "blocked_card".into());
     assert_eq!(
