@@ -724,7 +724,7 @@ fn names_key(version: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::ScoreResponse;
+    use crate::proto::{Action, ScoreResponse};
 
     #[test]
     fn insert_then_read_by_both_keys() {
@@ -844,6 +844,63 @@ mod tests {
             after,
             vec![(256, entries[1].clone()), (257, entries[2].clone())]
         );
+    }
+
+    #[test]
+    fn a_store_from_before_the_search_indexes_is_indexed_once_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = DecisionStore::open(&db).unwrap();
+        store.register_feature_set("fs1", &[]).unwrap();
+        let decision = Decision {
+            response: Some(ScoreResponse {
+                decision_id: decision_id(3),
+                payment_id: "p-3".into(),
+                action: Action::Review as i32,
+                risk_score: 61,
+                ..Default::default()
+            }),
+            request: Some(crate::proto::ScoreRequest {
+                payment_id: "p-3".into(),
+                event_time_ms: 5_000,
+                payer: Some(crate::proto::Payer {
+                    account_id: "payer".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            feature_set_version: "fs1".into(),
+            ..Default::default()
+        };
+        store.insert_payment(3, &decision, &[]).unwrap();
+        // What an older version left: the record, its log entry and an `n/` key only.
+        for prefix in [&b"i/"[..], b"j/", b"T/"] {
+            for key in store.tree.scan_prefix(prefix).keys() {
+                store.tree.remove(key.unwrap()).unwrap();
+            }
+        }
+        store.tree.remove(crate::search::INDEXED_MARKER).unwrap();
+        store
+            .tree
+            .insert(b"n/\x00\x05payer\x00\x00\x00\x00\x00\x00\x00\x03", &[][..])
+            .unwrap();
+        let query = crate::search::Query {
+            account: Some("payer".into()),
+            page_size: 10,
+            ..Default::default()
+        };
+        assert!(store.list(&query).unwrap().0.is_empty());
+
+        let store = DecisionStore::open(&db).unwrap();
+        let (found, next) = store.list(&query).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].payment_id.as_str(), found[0].risk_score),
+            ("p-3", 61)
+        );
+        assert_eq!(next, None);
+        assert_eq!(store.flagged("payer", 10).unwrap().len(), 1);
+        assert_eq!(store.tree.scan_prefix(b"n/").count(), 0);
     }
 
     #[test]
