@@ -23,6 +23,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             &[
                 "proto/fengkong/v1/fengkong.proto",
                 "proto/fengkong/v1/storage.proto",
+                "proto/fengkong/v1/cases.proto",
             ],
             &["proto"],
         )?;

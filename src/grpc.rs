@@ -8,6 +8,10 @@ use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 
+mod cases;
+mod decisions;
+pub use cases::{AuditService, CasesService};
+
 use crate::accounts::AccountStore;
 use crate::auth::{AuthError, Caller, Keys, Role};
 use crate::commit::CommitError;
@@ -52,8 +56,11 @@ pub fn status(error: EngineError) -> Status {
         EngineError::Conflict(_) => Status::already_exists(message),
         EngineError::UnknownPayment(_)
         | EngineError::UnknownDecision(_)
-        | EngineError::UnknownAppeal(_) => Status::not_found(message),
-        EngineError::AppealState(_) => Status::failed_precondition(message),
+        | EngineError::UnknownAppeal(_)
+        | EngineError::UnknownCase(_) => Status::not_found(message),
+        EngineError::AppealState(_) | EngineError::CaseState(_) => {
+            Status::failed_precondition(message)
+        }
         EngineError::Rules { .. } | EngineError::FeatureFile(_) | EngineError::Model { .. } => {
             Status::failed_precondition(message)
         }
@@ -305,6 +312,21 @@ impl proto::risk_engine_server::RiskEngine for RiskEngineService {
         }
         .await;
         self.record("Explain", started, &result, |_| "");
+        result.map(Response::new)
+    }
+
+    async fn list_decisions(
+        &self,
+        request: Request<proto::ListDecisionsRequest>,
+    ) -> Result<Response<proto::ListDecisionsResponse>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let roles = [Role::Merchant, Role::Analyst];
+            let caller = authorize(&self.keys, &request, &roles, "list decisions")?;
+            decisions::list(&self.decisions, &caller, request.get_ref()).await
+        }
+        .await;
+        self.record("ListDecisions", started, &result, |_| "");
         result.map(Response::new)
     }
 }

@@ -11,6 +11,7 @@
 //! decision.rs  hits ──▶ reasons with their numbers and evidence
 //! engine.rs    the pipeline on one thread; decision log; feature recovery
 //! store.rs     decision records and the log in sled   commit.rs  group commit
+//! search.rs    the store's indexes by account, rule and time (ListDecisions)
 //! server.rs    runs it: engine thread, reloads, shutdown;  grpc.rs  services, errors → status
 //! grpc_layer.rs  deadlines and the codes of errors tonic raises before a handler runs
 //! ```
@@ -21,17 +22,20 @@
 //! `loadgen.rs` (load from outside), and the offline path that shares the engine:
 //! `events.rs` (labeled CSV), `simulate.rs` and `cardsim.rs` (QR and card traffic),
 //! `replay.rs`, `backtest.rs`, `training.rs`, `quality.rs` (ranking metrics) and
-//! `eval_report.rs` (the HTML evaluation report). `bundled.rs` is what the binary carries
+//! `eval_report.rs` (the HTML evaluation report). Analysts work through `cases.rs` (the
+//! review queue) and `audit.rs` (what they did). `bundled.rs` is what the binary carries
 //! (rule pack, model, features) for when no path is configured; `files.rs` reads what the
 //! server loads (regular files only, bounded); `units.rs` writes values for people (yuan, %,
 //! yes/no) in English and Chinese. `config.rs` holds every tunable; `cli.rs` and `main.rs`
 //! only wire things up.
 
 pub mod accounts;
+pub mod audit;
 pub mod auth;
 pub mod backtest;
 pub mod bundled;
 pub mod cardsim;
+pub mod cases;
 pub mod cli;
 pub mod commit;
 pub mod config;
@@ -55,6 +59,7 @@ pub mod quality;
 pub mod replay;
 pub mod request;
 pub mod rules;
+pub mod search;
 pub mod server;
 pub mod simulate;
 pub mod store;

@@ -19,8 +19,8 @@ use crate::commit::GroupCommit;
 use crate::connections::ConnectionLimits;
 use crate::engine::{Engine, EngineError};
 use crate::grpc::{
-    self, AccountAdminService, AppealsService, ModelAdminService, RiskEngineService,
-    RuleAdminService, Shared,
+    self, AccountAdminService, AppealsService, AuditService, CasesService, ModelAdminService,
+    RiskEngineService, RuleAdminService, Shared,
 };
 use crate::grpc_layer::Deadline;
 use crate::health::Health;
@@ -193,6 +193,8 @@ pub async fn run(
         (reflection().build_v1()?, reflection().build_v1alpha()?);
     let risk_engine = RiskEngineService::new(shared.clone());
     let appeals = AppealsService::new(shared.clone());
+    let cases = CasesService::new(shared.clone());
+    let audit = AuditService::new(shared.clone());
     let account_admin = AccountAdminService::new(shared);
     let rule_admin = RuleAdminService::new(handle.clone(), keys.clone());
     let model_admin = ModelAdminService::new(handle, keys);
@@ -221,6 +223,8 @@ pub async fn run(
         .add_service(ModelAdminServer::new(model_admin))
         .add_service(AppealsServer::new(appeals))
         .add_service(AccountAdminServer::new(account_admin))
+        .add_service(proto::cases_server::CasesServer::new(cases))
+        .add_service(proto::audit_server::AuditServer::new(audit))
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             let _ = stop.send(true);

@@ -6,8 +6,9 @@
 //! `insert_payment`): `p/<payment_id>` → encoded `StoredDecision`,
 //! `s/<seq, big-endian u64>` → log entry (a decision's id is its payment's log position, so
 //! finding it needs no index of its own; records from before that have `d/<decision_id>` →
-//! payment id), `n/<account, length-prefixed><seq>` → "" for the payer and payee of each
-//! decision that did not simply allow its payment (what Explain shows for a NORMAL account),
+//! payment id), `i/`, `j/`, `T/` → the search indexes by account, rule and time
+//! (`crate::search`; what Explain shows for a NORMAL account and ListDecisions pages),
+//! `c/`, `q/` → the review case a decision opens and the open queue (`crate::cases`),
 //! `f/<feature set version>` → the feature names
 //! (JSON), once per version: a decision stores only its feature values, which keeps the
 //! record (and its write, the largest step of a Score) a fraction of the size. The feature
@@ -21,7 +22,7 @@ use std::sync::{Arc, RwLock};
 use prost::Message;
 
 use crate::journal::Journal;
-use crate::proto::{Action, Decision, Evidence, StoredDecision};
+use crate::proto::{Decision, DecisionSummary, Evidence, ReasonSource, StoredDecision};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -72,11 +73,13 @@ fn seq_of_decision(decision_id: &str) -> Option<u64> {
 
 impl DecisionStore {
     pub fn open(db: &sled::Db) -> Result<DecisionStore, StoreError> {
-        Ok(DecisionStore {
+        let store = DecisionStore {
             tree: db.open_tree("decisions")?,
             names: Arc::default(),
             journal: None,
-        })
+        };
+        store.index_once()?;
+        Ok(store)
     }
 
     /// From now on, `insert_payment` and `update_after_log` also append what they write to
@@ -122,8 +125,21 @@ impl DecisionStore {
             self.tree.insert(key, record)?;
             restored = true;
         }
-        for flagged in flagged_keys(&decision) {
-            restored |= self.tree.insert(flagged, &[][..])?.is_none();
+        for (key, value) in index_keys(&decision) {
+            restored |= self.tree.insert(key, &value[..])?.is_none();
+        }
+        // Only a case never written is opened again: one sled kept may be resolved since.
+        if let Some(case) = opened_case(&decision) {
+            let present = crate::cases::record_key(&case.case_id)
+                .map(|key| self.tree.contains_key(key))
+                .transpose()?
+                .unwrap_or(false);
+            if !present {
+                for (key, value) in crate::cases::open_keys(&case).into_iter().flatten() {
+                    self.tree.insert(key, value)?;
+                }
+                restored = true;
+            }
         }
         Ok(restored)
     }
@@ -237,8 +253,13 @@ impl DecisionStore {
             payment_key(ids(decision).0),
             encode_record(decision, feature_values),
         );
-        for key in flagged_keys(decision) {
-            batch.insert(key, &[][..]);
+        for (key, value) in index_keys(decision) {
+            batch.insert(key, &value[..]);
+        }
+        if let Some(case) = opened_case(decision) {
+            for (key, value) in crate::cases::open_keys(&case).into_iter().flatten() {
+                batch.insert(key, value);
+            }
         }
     }
 
@@ -262,32 +283,110 @@ impl DecisionStore {
         })?;
         // After the record, so a crash never leaves a key pointing at nothing; one lost with
         // sled's unflushed writes is written again from the journal with the record.
-        for key in flagged_keys(decision) {
-            self.tree.insert(key, &[][..])?;
+        for (key, value) in index_keys(decision) {
+            self.tree.insert(key, &value[..])?;
+        }
+        if let Some(case) = opened_case(decision) {
+            for (key, value) in crate::cases::open_keys(&case).into_iter().flatten() {
+                self.tree.insert(key, value)?;
+            }
         }
         Ok(())
     }
 
     /// The latest `limit` decisions involving `account` (as payer or payee) that did more
-    /// than allow the payment, newest first.
+    /// than allow the payment, newest first (by event time).
     pub fn flagged(&self, account: &str, limit: usize) -> Result<Vec<Decision>, StoreError> {
-        let prefix = flagged_prefix(account);
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(&prefix).rev() {
-            if out.len() >= limit {
-                break;
-            }
-            let (key, _) = item?;
-            let Some(seq) = key
-                .get(prefix.len()..)
-                .and_then(|s| s.try_into().ok())
-                .map(u64::from_be_bytes)
-            else {
-                continue;
-            };
+        for seq in crate::search::flagged(&self.tree, account, limit)? {
             out.extend(self.by_decision_id(&decision_id(seq))?);
         }
         Ok(out)
+    }
+
+    /// One page of `ListDecisions` (see `crate::search`), newest first.
+    pub fn list(
+        &self,
+        query: &crate::search::Query,
+    ) -> Result<(Vec<DecisionSummary>, Option<crate::search::Position>), StoreError> {
+        let mut loaded: HashMap<u64, Decision> = HashMap::new();
+        let found = crate::search::find(&self.tree, query, |seq| {
+            let Some(decision) = self.record_at(seq)? else {
+                return Ok(false);
+            };
+            let rule = query.rule_id.as_deref();
+            let fired = crate::search::fired_rules(&decision).any(|r| Some(r) == rule);
+            if fired {
+                loaded.insert(seq, decision);
+            }
+            Ok(fired)
+        })?;
+        let mut out = Vec::with_capacity(found.seqs.len());
+        for seq in found.seqs {
+            let decision = match loaded.remove(&seq) {
+                Some(d) => Some(d),
+                None => self.record_at(seq)?,
+            };
+            out.extend(decision.as_ref().map(summary));
+        }
+        Ok((out, found.next))
+    }
+
+    /// The record of the decision at log position `seq`, feature values left packed.
+    fn record_at(&self, seq: u64) -> Result<Option<Decision>, StoreError> {
+        let payment_id = match self
+            .tree
+            .get(log_key(seq))?
+            .as_deref()
+            .and_then(LogEntry::decode)
+        {
+            Some(LogEntry::Payment { payment_id }) => payment_id,
+            _ => return Ok(None),
+        };
+        let Some(bytes) = self.tree.get(payment_key(&payment_id))? else {
+            return Ok(None);
+        };
+        decode_record(&bytes)
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt {
+                key: payment_id,
+                reason: "record cannot be decoded".into(),
+            })
+    }
+
+    /// Writes the search indexes of every record once (a store from before them had only
+    /// the `n/` index of flagged decisions, which they replace): one pass over the records,
+    /// the first time a store opens with this version.
+    fn index_once(&self) -> Result<(), StoreError> {
+        if self.tree.contains_key(crate::search::INDEXED_MARKER)? {
+            return Ok(());
+        }
+        let mut indexed = 0usize;
+        for item in self.tree.scan_prefix(PAYMENT_PREFIX) {
+            let (_, bytes) = item?;
+            let Some(decision) = decode_record(&bytes) else {
+                continue;
+            };
+            for (key, value) in index_keys(&decision) {
+                self.tree.insert(key, &value[..])?;
+            }
+            indexed += 1;
+        }
+        for key in self
+            .tree
+            .scan_prefix(crate::search::LEGACY_FLAGGED_PREFIX)
+            .keys()
+        {
+            self.tree.remove(key?)?;
+        }
+        self.tree.insert(crate::search::INDEXED_MARKER, &[][..])?;
+        if indexed > 0 {
+            tracing::info!(
+                indexed,
+                "decision search indexes written for stored decisions"
+            );
+        }
+        Ok(())
     }
 
     /// Removes the entries at the end of the log whose record was never written (a crash
@@ -561,36 +660,47 @@ fn decode_record(record: &[u8]) -> Option<Decision> {
     }
 }
 
-/// `n/<account, length-prefixed><seq>` for the payer and payee of a decision that did not
-/// simply allow its payment: how an explanation finds an account's latest such decisions.
-fn flagged_keys(decision: &Decision) -> Vec<Vec<u8>> {
-    let Some(response) = &decision.response else {
-        return Vec::new();
-    };
-    let (Some(seq), Some(request)) = (seq_of_decision(&response.decision_id), &decision.request)
-    else {
-        return Vec::new();
-    };
-    if response.action() == Action::Allow {
-        return Vec::new();
-    }
-    let payer = request.payer.as_ref().map(|p| p.account_id.as_str());
-    let payee = request.payee.as_ref().map(|p| p.account_id.as_str());
-    let mut accounts: Vec<&str> = [payer, payee].into_iter().flatten().collect();
-    accounts.dedup();
-    accounts
-        .into_iter()
-        .map(|account| {
-            let mut key = flagged_prefix(account);
-            key.extend_from_slice(&seq.to_be_bytes());
-            key
-        })
-        .collect()
+/// The search index entries of a decision (`crate::search`).
+fn index_keys(decision: &Decision) -> Vec<(Vec<u8>, [u8; 3])> {
+    let seq = decision
+        .response
+        .as_ref()
+        .and_then(|r| seq_of_decision(&r.decision_id));
+    seq.map_or_else(Vec::new, |seq| crate::search::entries(decision, seq))
 }
 
-fn flagged_prefix(account: &str) -> Vec<u8> {
-    let len = u16::try_from(account.len()).unwrap_or(u16::MAX);
-    [b"n/", &len.to_be_bytes()[..], account.as_bytes()].concat()
+/// What a decision search shows of a record.
+fn summary(d: &Decision) -> DecisionSummary {
+    let response = d.response.clone().unwrap_or_default();
+    let request = d.request.clone().unwrap_or_default();
+    let rules = |reasons: &[crate::proto::Reason]| -> Vec<String> {
+        reasons
+            .iter()
+            .filter(|r| matches!(r.source(), ReasonSource::Rule | ReasonSource::List))
+            .map(|r| r.id.clone())
+            .collect()
+    };
+    DecisionSummary {
+        rule_ids: rules(&response.reasons),
+        shadow_rule_ids: rules(&d.shadow_reasons),
+        decision_id: response.decision_id,
+        payment_id: response.payment_id,
+        event_time_ms: request.event_time_ms,
+        payer_account_id: request.payer.map(|p| p.account_id).unwrap_or_default(),
+        payee_account_id: request.payee.map(|p| p.account_id).unwrap_or_default(),
+        amount_fen: request.amount_fen,
+        action: response.action,
+        risk_score: response.risk_score,
+        model_probability: response.model_probability,
+        outcomes: d.outcomes.iter().map(|o| o.outcome).collect(),
+        scene: request.scene,
+    }
+}
+
+/// The review case a decision opens (see `crate::cases`), written with its record.
+fn opened_case(decision: &Decision) -> Option<crate::proto::Case> {
+    let seq = seq_of_decision(&decision.response.as_ref()?.decision_id)?;
+    crate::cases::opened_by(decision, seq)
 }
 
 fn seq_of(key: &[u8]) -> Option<u64> {
@@ -614,7 +724,7 @@ fn names_key(version: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::ScoreResponse;
+    use crate::proto::{Action, ScoreResponse};
 
     #[test]
     fn insert_then_read_by_both_keys() {
@@ -734,6 +844,63 @@ mod tests {
             after,
             vec![(256, entries[1].clone()), (257, entries[2].clone())]
         );
+    }
+
+    #[test]
+    fn a_store_from_before_the_search_indexes_is_indexed_once_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = DecisionStore::open(&db).unwrap();
+        store.register_feature_set("fs1", &[]).unwrap();
+        let decision = Decision {
+            response: Some(ScoreResponse {
+                decision_id: decision_id(3),
+                payment_id: "p-3".into(),
+                action: Action::Review as i32,
+                risk_score: 61,
+                ..Default::default()
+            }),
+            request: Some(crate::proto::ScoreRequest {
+                payment_id: "p-3".into(),
+                event_time_ms: 5_000,
+                payer: Some(crate::proto::Payer {
+                    account_id: "payer".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            feature_set_version: "fs1".into(),
+            ..Default::default()
+        };
+        store.insert_payment(3, &decision, &[]).unwrap();
+        // What an older version left: the record, its log entry and an `n/` key only.
+        for prefix in [&b"i/"[..], b"j/", b"T/"] {
+            for key in store.tree.scan_prefix(prefix).keys() {
+                store.tree.remove(key.unwrap()).unwrap();
+            }
+        }
+        store.tree.remove(crate::search::INDEXED_MARKER).unwrap();
+        store
+            .tree
+            .insert(b"n/\x00\x05payer\x00\x00\x00\x00\x00\x00\x00\x03", &[][..])
+            .unwrap();
+        let query = crate::search::Query {
+            account: Some("payer".into()),
+            page_size: 10,
+            ..Default::default()
+        };
+        assert!(store.list(&query).unwrap().0.is_empty());
+
+        let store = DecisionStore::open(&db).unwrap();
+        let (found, next) = store.list(&query).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].payment_id.as_str(), found[0].risk_score),
+            ("p-3", 61)
+        );
+        assert_eq!(next, None);
+        assert_eq!(store.flagged("payer", 10).unwrap().len(), 1);
+        assert_eq!(store.tree.scan_prefix(b"n/").count(), 0);
     }
 
     #[test]

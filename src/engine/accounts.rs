@@ -259,7 +259,7 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn change(
+    pub(super) fn change(
         &self,
         account: &str,
         to: AccountStatus,
@@ -541,7 +541,7 @@ fn check_account(account: &str) -> Result<(), EngineError> {
     Ok(())
 }
 
-fn check_text(field: &'static str, text: &str) -> Result<(), EngineError> {
+pub(super) fn check_text(field: &'static str, text: &str) -> Result<(), EngineError> {
     let chars = text.trim().chars().count();
     if chars == 0 || chars > MAX_TEXT_CHARS {
         return Err(invalid(

@@ -5,6 +5,7 @@
 //! the same order through the same code. It never reads the clock; callers pass `now_ms`.
 
 mod accounts;
+mod cases;
 
 pub use accounts::{format_time, set_by};
 
@@ -52,6 +53,10 @@ pub enum EngineError {
     Open { path: PathBuf, reason: String },
     #[error("no appeal `{0}`")]
     UnknownAppeal(String),
+    #[error("no case `{0}`")]
+    UnknownCase(String),
+    #[error("{0}")]
+    CaseState(String),
     #[error("{0}")]
     AppealState(String),
     #[error(transparent)]
@@ -1363,7 +1368,7 @@ pub(crate) mod tests {
             assert_eq!(flagged.len(), 1);
             journal.sync().unwrap();
             let tree = engine.decisions().tree().clone();
-            for key in tree.scan_prefix(b"n/").keys() {
+            for key in tree.scan_prefix(b"i/").keys() {
                 tree.remove(key.unwrap()).unwrap();
             }
             engine.db().flush().unwrap();

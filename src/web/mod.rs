@@ -19,8 +19,9 @@ use serde::Serialize;
 use tonic::Code;
 
 use crate::auth::Caller;
-use crate::grpc::{AppealsService, RiskEngineService, Shared};
+use crate::grpc::{AppealsService, CasesService, RiskEngineService, Shared};
 use crate::proto::appeals_server::Appeals;
+use crate::proto::cases_server::Cases;
 use crate::proto::risk_engine_server::RiskEngine;
 use crate::proto::{self, AppealStatus};
 
@@ -33,6 +34,7 @@ struct Web {
     shared: Shared,
     engine: Arc<RiskEngineService>,
     appeals: Arc<AppealsService>,
+    cases: Arc<CasesService>,
 }
 
 /// The page at `/` and its API under `/api/`.
@@ -40,6 +42,7 @@ pub fn router(shared: Shared) -> Router {
     let web = Web {
         engine: Arc::new(RiskEngineService::new(shared.clone())),
         appeals: Arc::new(AppealsService::new(shared.clone())),
+        cases: Arc::new(CasesService::new(shared.clone())),
         shared,
     };
     Router::new()
@@ -60,6 +63,11 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/appeals", get(list_appeals).post(file_appeal))
         .route("/api/appeals/{id}", get(get_appeal))
         .route("/api/appeals/{id}/resolve", post(resolve_appeal))
+        .route("/api/cases", get(list_cases))
+        .route("/api/cases/{id}", get(get_case))
+        .route("/api/cases/{id}/assign", post(assign_case))
+        .route("/api/cases/{id}/resolve", post(resolve_case))
+        .route("/api/decisions", get(list_decisions))
         .route("/api/{*rest}", any(unknown_api))
         .with_state(web)
 }
@@ -146,8 +154,9 @@ fn flag(query: &HashMap<String, String>, name: &str) -> bool {
 /// Any other `/api/` path: a JSON error like every API error, not an empty page.
 async fn unknown_api(uri: axum::http::Uri) -> ApiError {
     ApiError(tonic::Status::not_found(format!(
-        "no API `{}`; the API is /api/whoami, /api/explain, /api/appeals, /api/appeals/{{id}} \
-         and /api/appeals/{{id}}/resolve",
+        "no API `{}`; the API is /api/whoami, /api/explain, /api/appeals, /api/appeals/{{id}}, \
+         /api/appeals/{{id}}/resolve, /api/cases, /api/cases/{{id}}, /api/cases/{{id}}/assign, \
+         /api/cases/{{id}}/resolve and /api/decisions",
         uri.path()
     )))
 }
@@ -242,4 +251,117 @@ async fn resolve_appeal(
         .resolve_appeal(request(&headers, message)?)
         .await?;
     reply(resolved.into_inner())
+}
+
+/// A query parameter that must be a number when present.
+fn number<T: std::str::FromStr + Default>(
+    query: &HashMap<String, String>,
+    name: &str,
+) -> Result<T, ApiError> {
+    match query.get(name).map(String::as_str) {
+        None | Some("") => Ok(T::default()),
+        Some(text) => text.parse().map_err(|_| {
+            ApiError(tonic::Status::invalid_argument(format!(
+                "{name}: `{text}` is not a number"
+            )))
+        }),
+    }
+}
+
+fn text(query: &HashMap<String, String>, name: &str) -> String {
+    query.get(name).cloned().unwrap_or_default()
+}
+
+async fn list_cases(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let status = match query.get("status").map(String::as_str) {
+        None | Some("") => proto::case::CaseStatus::Unspecified,
+        Some(name) => proto::case::CaseStatus::from_str_name(name).ok_or_else(|| {
+            tonic::Status::invalid_argument(format!(
+                "status: `{name}` is not one of OPEN, RESOLVED"
+            ))
+        })?,
+    };
+    let message = proto::ListCasesRequest {
+        status: status as i32,
+        account_id: text(&query, "account_id"),
+        rule_id: text(&query, "rule_id"),
+        page_size: number(&query, "page_size")?,
+        page_token: text(&query, "page_token"),
+    };
+    let listed = web.cases.list_cases(request(&headers, message)?).await?;
+    reply(listed.into_inner())
+}
+
+async fn get_case(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(case_id): Path<String>,
+) -> ApiResult {
+    let message = proto::GetCaseRequest { case_id };
+    reply(
+        web.cases
+            .get_case(request(&headers, message)?)
+            .await?
+            .into_inner(),
+    )
+}
+
+async fn assign_case(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(case_id): Path<String>,
+) -> ApiResult {
+    let message = proto::AssignCaseRequest { case_id };
+    reply(
+        web.cases
+            .assign_case(request(&headers, message)?)
+            .await?
+            .into_inner(),
+    )
+}
+
+async fn resolve_case(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(case_id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let mut message: proto::ResolveCaseRequest = parse_body(&body)?;
+    message.case_id = case_id;
+    let resolved = web.cases.resolve_case(request(&headers, message)?).await?;
+    reply(resolved.into_inner())
+}
+
+async fn list_decisions(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let action = match query.get("action").map(String::as_str) {
+        None | Some("") => proto::Action::Unspecified,
+        Some(name) => proto::Action::from_str_name(name).ok_or_else(|| {
+            tonic::Status::invalid_argument(format!(
+                "action: `{name}` is not one of ALLOW, CHALLENGE, REVIEW, BLOCK"
+            ))
+        })?,
+    };
+    let message = proto::ListDecisionsRequest {
+        account_id: text(&query, "account_id"),
+        from_ms: number(&query, "from_ms")?,
+        to_ms: number(&query, "to_ms")?,
+        action: action as i32,
+        rule_id: text(&query, "rule_id"),
+        min_risk_score: number(&query, "min_risk_score")?,
+        page_size: number(&query, "page_size")?,
+        page_token: text(&query, "page_token"),
+    };
+    let listed = web
+        .engine
+        .list_decisions(request(&headers, message)?)
+        .await?;
+    reply(listed.into_inner())
 }
