@@ -15,7 +15,7 @@ const FEATURES: usize = 40;
 
 fn decision(seq: u64) -> Decision {
     // 20,000 payers, 2,000 payees; one in ten reviewed.
-    let action = if seq % 10 == 0 {
+    let action = if seq.is_multiple_of(10) {
         Action::Review
     } else {
         Action::Allow
