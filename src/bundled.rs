@@ -29,9 +29,10 @@ pub fn rules(schema: &Schema) -> Result<RuleSet, RuleErrors> {
     RuleSet::from_sources(&files, schema)
 }
 
-/// The bundled model, checked against the engine's feature names like a model file.
-pub fn model(feature_names: &[String]) -> Result<ModelArtifact, ModelError> {
-    ModelArtifact::from_slice(MODEL.as_bytes(), feature_names)
+/// The bundled model bound to the engine's feature names like a model file: where the
+/// engine computes each of its features ([`ModelArtifact::bind`]).
+pub fn model(feature_names: &[String]) -> Result<(ModelArtifact, Vec<usize>), ModelError> {
+    ModelArtifact::from_slice_bound(MODEL.as_bytes(), feature_names)
 }
 
 #[cfg(test)]
@@ -67,9 +68,9 @@ mod tests {
     #[test]
     fn the_bundled_model_matches_the_bundled_features() {
         let set = FeatureSet::defaults();
-        let artifact = model(set.names()).unwrap();
+        let (artifact, _) = model(set.names()).unwrap();
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.json");
-        let on_disk = ModelArtifact::load(file, set.names()).unwrap();
+        let (on_disk, _) = ModelArtifact::load_bound(file, set.names()).unwrap();
         assert_eq!(artifact.version(), on_disk.version());
     }
 }

@@ -80,7 +80,7 @@ async fn the_installed_binary_serves_from_an_empty_folder_on_what_it_carries() {
     stop(server);
     assert_eq!(scored.ruleset_version, bundled_ruleset_version());
     let schema = fengkong::features::FeatureSet::defaults();
-    let model = fengkong::bundled::model(schema.names()).unwrap();
+    let (model, _) = fengkong::bundled::model(schema.names()).unwrap();
     assert_eq!(scored.model_version, model.version());
     assert!(
         cwd.path().join("data").is_dir(),

@@ -926,7 +926,7 @@ fn load_model(
     let (artifact, path) = match &config.model_path {
         Some(path) => (ModelArtifact::load_bound(path, feature_names), path.clone()),
         None => (
-            ModelArtifact::from_slice_bound(crate::bundled::MODEL.as_bytes(), feature_names),
+            crate::bundled::model(feature_names),
             PathBuf::from(crate::bundled::MODEL_NAME),
         ),
     };
