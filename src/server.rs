@@ -558,7 +558,7 @@ async fn refresh_keys(keys: Keys) {
                 "API keys unreadable: refusing every call until the keys file is restored"
             ),
             Ok(Ok(Refreshed::Unchanged)) => {
-                if let Some(reason) = keys.closed_reason().filter(|_| ticks % 60 == 0) {
+                if let Some(reason) = keys.closed_reason().filter(|_| ticks.is_multiple_of(60)) {
                     tracing::error!(%reason, "still refusing every call: API keys unreadable");
                 }
             }
