@@ -259,10 +259,36 @@ pub struct Keys {
 
 const HAD_KEYS: &[u8] = b"had_keys";
 
+/// What tells a changed keys file from the one last read: its modification time alone
+/// misses two writes within one tick of the file system's clock (a key added right after
+/// the file was emptied), so its length and (on Unix) its inode count too; `keys add`
+/// replaces the file by rename, which always gives a new inode.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    modified: SystemTime,
+    len: u64,
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        let meta = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some(FileStamp {
+            modified: meta.modified().ok()?,
+            len: meta.len(),
+            inode,
+        })
+    }
+}
+
 #[derive(Default)]
 struct Snapshot {
-    /// The file's modification time when it was read; `None` when it was missing.
-    modified: Option<SystemTime>,
+    /// The file's stamp when it was read; `None` when it was missing.
+    modified: Option<FileStamp>,
     /// False until the first read: the first refresh always reads.
     read: bool,
     keys: Vec<KeyRecord>,
@@ -332,9 +358,7 @@ impl Keys {
     /// force; a missing or empty one opens the server only if this data dir never had keys
     /// (or `--insecure-no-keys`); an unreadable one always closes it.
     pub fn refresh(&self) -> Result<Refreshed, KeyError> {
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
+        let modified = FileStamp::of(&self.path);
         let unchanged = self
             .state
             .read()
@@ -363,7 +387,7 @@ impl Keys {
         Ok(Refreshed::Closed(closed))
     }
 
-    fn set(&self, modified: Option<SystemTime>, keys: Vec<KeyRecord>, closed: Option<String>) {
+    fn set(&self, modified: Option<FileStamp>, keys: Vec<KeyRecord>, closed: Option<String>) {
         if let Ok(mut state) = self.state.write() {
             *state = Snapshot {
                 modified,

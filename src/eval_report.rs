@@ -549,7 +549,10 @@ mod tests {
         })
         .unwrap();
         let at = html.find("<figure id=\"calibration\">").unwrap();
-        assert!(!html[at..at + 300].contains("<svg"));
+        let end = at + html[at..].find("</figure>").unwrap();
+        let figure = &html[at..end];
+        assert!(figure.contains("not all probabilities"), "{figure}");
+        assert!(!figure.contains("<svg"), "{figure}");
         assert!(!html.contains("calibration-table"));
     }
 

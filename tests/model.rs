@@ -347,7 +347,8 @@ fn garbage_and_missing_files_are_refused() {
     .unwrap_err();
     assert!(matches!(e, ModelError::Corrupt(_)), "{e}");
     let e = ModelArtifact::load("/nonexistent/model.json", &names(COLS)).unwrap_err();
-    assert!(matches!(e, ModelError::Io { .. }), "{e}");
+    assert!(matches!(e, ModelError::File(_)), "{e}");
+    assert!(e.to_string().contains("/nonexistent/model.json"), "{e}");
 }
 
 #[test]

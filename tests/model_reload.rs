@@ -57,7 +57,7 @@ async fn reload_by_rpc_and_file_change_with_bad_files_refused() {
 
     // A new valid model is picked up from the file within about a second.
     let names = FeatureSet::defaults().names().to_vec();
-    let mut artifact = ModelArtifact::from_slice(&text, &names).unwrap();
+    let (mut artifact, _) = ModelArtifact::from_slice_bound(&text, &names).unwrap();
     artifact.created_at_ms += 1;
     artifact.version = artifact.compute_version().unwrap();
     artifact.save(&path).unwrap();
@@ -83,7 +83,7 @@ fn a_model_trained_on_other_features_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read(bundled()).unwrap();
     let names = FeatureSet::defaults().names().to_vec();
-    let mut artifact = ModelArtifact::from_slice(&text, &names).unwrap();
+    let (mut artifact, _) = ModelArtifact::from_slice_bound(&text, &names).unwrap();
     artifact.feature_names[0] = "payer.count_2h".into();
     artifact.version = artifact.compute_version().unwrap();
     let path = dir.path().join("other.json");
@@ -97,10 +97,8 @@ fn a_model_trained_on_other_features_is_refused_at_start() {
         .err()
         .expect("mismatched model must be refused")
         .to_string();
-    assert!(
-        err.contains("payer.count_1h") && err.contains("payer.count_2h"),
-        "{err}"
-    );
+    // Models bind to features by name: the one the engine does not compute is named.
+    assert!(err.contains("payer.count_2h"), "{err}");
 }
 
 /// Issue 17: a FIFO in place of the model file is refused at once; scoring never waits on it.

@@ -85,7 +85,7 @@ fn hit_carries_evidence_and_renders_message() {
 }
 
 #[test]
-fn eval_errors_are_recorded_not_fired() {
+fn eval_errors_are_recorded_not_fired_and_send_the_payment_to_review() {
     let s = fengkong::vars::schema(&fengkong::features::FeatureSet::defaults());
     let files = vec![(
         "a.toml".to_string(),
@@ -101,7 +101,9 @@ fn eval_errors_are_recorded_not_fired() {
         hits[0].error.map(|e| e.to_string()).as_deref(),
         Some("division by zero")
     );
-    assert_eq!(rs.decide(&hits, 0.0).action, Action::Allow);
+    // A block rule that could not be evaluated holds the payment for review (the default
+    // `[policy] on_rule_error`), never a silent allow.
+    assert_eq!(rs.decide(&hits, 0.0).action, Action::Review);
     // A short variable slice is an error too, never a panic.
     hits.clear();
     rs.evaluate(&[], 0, &mut hits);
