@@ -7,117 +7,14 @@
 //! FENGKONG_REQUIRE_BROWSER is set (CI sets it): then a missing browser fails it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/browser.rs"]
+mod browser;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::json;
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-/// A chromedriver process, killed when dropped.
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn browser() -> Option<(Driver, Client)> {
-    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
-        assert!(
-            std::env::var_os("FENGKONG_REQUIRE_BROWSER").is_none(),
-            "FENGKONG_REQUIRE_BROWSER is set but {CHROMIUM} or {CHROMEDRIVER} is missing"
-        );
-        eprintln!("\n*** SKIPPED eval_report: no {CHROMIUM} / {CHROMEDRIVER} ***\n");
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(CHROMEDRIVER)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromedriver");
-    let driver = Driver(child);
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1300,1800",
-                     "--force-device-scale-factor=1"],
-        }),
-    );
-    for _ in 0..100 {
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match ClientBuilder::new(connector)
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-        {
-            Ok(client) => return Some((driver, client)),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    panic!("chromedriver on port {port} never started a session");
-}
-
-/// An element's screenshot as RGBA pixels.
-struct Png {
-    rgba: Vec<[u8; 4]>,
-}
-
-fn decode(bytes: &[u8]) -> Png {
-    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
-    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::ALPHA);
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let channels = info.color_type.samples();
-    let rgba = buf[..info.buffer_size()]
-        .chunks(channels)
-        .map(|p| match channels {
-            4 => [p[0], p[1], p[2], p[3]],
-            3 => [p[0], p[1], p[2], 255],
-            2 => [p[0], p[0], p[0], p[1]],
-            _ => [p[0], p[0], p[0], 255],
-        })
-        .collect();
-    Png { rgba }
-}
-
-impl Png {
-    /// Share of pixels within a small distance of `rgb`.
-    fn share_near(&self, rgb: (u8, u8, u8)) -> f64 {
-        let rgb = [rgb.0, rgb.1, rgb.2];
-        let near = self
-            .rgba
-            .iter()
-            .filter(|p| (0..3).all(|i| p[i].abs_diff(rgb[i]) <= 24))
-            .count();
-        near as f64 / self.rgba.len() as f64
-    }
-
-    /// Share of dark pixels: axis lines and text.
-    fn share_dark(&self) -> f64 {
-        let dark = self
-            .rgba
-            .iter()
-            .filter(|p| p[0] < 90 && p[1] < 90 && p[2] < 90)
-            .count();
-        dark as f64 / self.rgba.len() as f64
-    }
-}
+use browser::{browser, decode};
+use fantoccini::Locator;
 
 fn fengkong(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_fengkong"))
@@ -134,8 +31,8 @@ fn fengkong(args: &[&str]) -> String {
     text(&out.stdout)
 }
 
-fn rgb(c: plotters::style::RGBColor) -> (u8, u8, u8) {
-    (c.0, c.1, c.2)
+fn rgb(c: plotters::style::RGBColor) -> [u8; 3] {
+    [c.0, c.1, c.2]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +104,7 @@ async fn the_eval_report_opens_in_a_browser_with_every_chart_drawn() {
     };
     let (auc, ap) = (number_after("ROC AUC"), number_after("average precision"));
 
-    let Some((_driver, client)) = browser().await else {
+    let Some((_driver, client)) = browser("eval_report", &["--window-size=1300,1800"]).await else {
         return;
     };
     client.goto(&format!("file://{report}")).await.unwrap();
@@ -254,7 +151,7 @@ async fn the_eval_report_opens_in_a_browser_with_every_chart_drawn() {
                 "#{id}: {colour:?} covers only {share:.4} of the chart"
             );
         }
-        let dark = png.share_dark();
+        let dark = png.share_darker_than(90);
         // Measured 0.0012 on the PR chart (axes and antialiased tick text); blank is 0.
         assert!(
             dark > 0.0004,

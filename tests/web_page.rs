@@ -8,84 +8,20 @@
 //! browser fails it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use browser::{browser, decode, Png};
 use common::{collection, daytime_hour_ms, with_key, TestServer};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use fengkong::auth::{add_key, Role};
 use serde_json::json;
 
 const CODE: &str = "code-night-market";
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-/// A chromedriver process, killed when dropped.
-struct Driver(Child, u16);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts chromedriver and a headless Chromium session, or None when this machine has
-/// no browser and the test is allowed to skip.
-async fn browser() -> Option<(Driver, Client)> {
-    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
-        let required = std::env::var_os("FENGKONG_REQUIRE_BROWSER").is_some();
-        assert!(
-            !required,
-            "FENGKONG_REQUIRE_BROWSER is set but {CHROMIUM} or {CHROMEDRIVER} is missing \
-             (apt-get install chromium chromium-driver)"
-        );
-        eprintln!(
-            "\n*** SKIPPED web_page: no {CHROMIUM} / {CHROMEDRIVER} on this machine. \
-             Install Debian's chromium and chromium-driver to run it. ***\n"
-        );
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(CHROMEDRIVER)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromedriver");
-    let driver = Driver(child, port);
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1200,2000", "--lang=en-US",
-                     "--force-device-scale-factor=1"],
-        }),
-    );
-    let url = format!("http://127.0.0.1:{}", driver.1);
-    for _ in 0..100 {
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match ClientBuilder::new(connector)
-            .capabilities(caps.clone())
-            .connect(&url)
-            .await
-        {
-            Ok(client) => return Some((driver, client)),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    panic!("chromedriver on port {} never started a session", driver.1);
-}
-
 async fn text_of(client: &Client, css: &str) -> String {
     let element = client
         .wait()
@@ -143,56 +79,6 @@ async fn fetch_status(client: &Client, path: &str, key: &str) -> u64 {
         .unwrap()
         .as_u64()
         .unwrap()
-}
-
-struct Png {
-    width: u32,
-    height: u32,
-    rgba: Vec<[u8; 4]>,
-}
-
-fn decode(bytes: &[u8]) -> Png {
-    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
-    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::ALPHA);
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let channels = info.color_type.samples();
-    let rgba = buf[..info.buffer_size()]
-        .chunks(channels)
-        .map(|p| match channels {
-            4 => [p[0], p[1], p[2], p[3]],
-            3 => [p[0], p[1], p[2], 255],
-            2 => [p[0], p[0], p[0], p[1]],
-            _ => [p[0], p[0], p[0], 255],
-        })
-        .collect();
-    Png {
-        width: info.width,
-        height: info.height,
-        rgba,
-    }
-}
-
-impl Png {
-    /// Share of pixels within a small distance of `rgb`.
-    fn share_near(&self, rgb: [u8; 3]) -> f64 {
-        let near = self
-            .rgba
-            .iter()
-            .filter(|p| (0..3).all(|i| p[i].abs_diff(rgb[i]) <= 24))
-            .count();
-        near as f64 / self.rgba.len() as f64
-    }
-    /// Share of dark pixels: rendered text.
-    fn share_dark(&self) -> f64 {
-        let dark = self
-            .rgba
-            .iter()
-            .filter(|p| p[0] < 110 && p[1] < 110 && p[2] < 110)
-            .count();
-        dark as f64 / self.rgba.len() as f64
-    }
 }
 
 const FROZEN_RED: [u8; 3] = [0xb3, 0x26, 0x1e];
@@ -261,7 +147,9 @@ async fn assert_cjk_glyphs(client: &Client, sample: &str) {
     ignore = "no /usr/bin/chromium or /usr/bin/chromedriver: apt-get install chromium chromium-driver fonts-noto-cjk (.ci/run does)"
 )]
 async fn merchant_sees_why_and_appeals_analyst_overturns_in_a_real_browser() {
-    let Some((_driver, browser)) = browser().await else {
+    let Some((_driver, browser)) =
+        browser("web_page", &["--window-size=1200,2000", "--lang=en-US"]).await
+    else {
         return;
     };
     let data = tempfile::tempdir().unwrap();
@@ -343,7 +231,7 @@ async fn merchant_sees_why_and_appeals_analyst_overturns_in_a_real_browser() {
         view.height
     );
     assert!(
-        view.share_dark() > 0.01,
+        view.share_darker_than(110) > 0.01,
         "no text rendered in the explanation"
     );
     assert!(view.share_near(FROZEN_RED) > 0.001);
@@ -374,7 +262,7 @@ async fn merchant_sees_why_and_appeals_analyst_overturns_in_a_real_browser() {
     assert_cjk_glyphs(&browser, "已冻结").await;
     let view = screenshot(&browser, "#account", "explanation-frozen-zh.png").await;
     assert!(
-        view.share_dark() > 0.01,
+        view.share_darker_than(110) > 0.01,
         "no text rendered in the Chinese view"
     );
     let badge = screenshot(&browser, "#status", "status-frozen-zh.png").await;
