@@ -47,7 +47,7 @@ fn bench(c: &mut Criterion) {
         });
     }
 
-    // The bundled model (416 boosted trees of depth 3 on the 55 default features): a tree of
+    // The bundled model (144 boosted trees of depth 3 on the 106 default features): a tree of
     // depth d costs at most d node visits whatever the row, so any rows measure its cost.
     let names = fengkong::features::FeatureSet::defaults().names().to_vec();
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/default.json");

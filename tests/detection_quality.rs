@@ -97,7 +97,8 @@ fn the_default_learner_finds_qr_fraud_it_was_not_shown() {
     };
     fengkong::simulate::simulate_to_file(&config, &path).unwrap();
     let (algo, m) = default_learner_on(&path);
-    check("qr simulator", &algo, &m, 0.60, 0.95);
+    // Measured 2026-12-02: AP 0.973, ROC AUC 0.9998 (43 frauds).
+    check("qr simulator", &algo, &m, 0.90, 0.99);
 }
 
 #[test]
@@ -112,5 +113,6 @@ fn the_default_learner_finds_card_fraud_it_was_not_shown() {
     };
     fengkong::cardsim::generate_to_file(&config, &path).unwrap();
     let (algo, m) = default_learner_on(&path);
-    check("card generator", &algo, &m, 0.30, 0.80);
+    // Measured 2026-12-02: AP 0.733, ROC AUC 0.930 (87 frauds).
+    check("card generator", &algo, &m, 0.60, 0.88);
 }

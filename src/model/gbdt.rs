@@ -90,18 +90,7 @@ pub(super) fn fit_gbdt(
     threads: usize,
     progress: &mut dyn FnMut(&str),
 ) -> Result<GbdtBody, ModelError> {
-    // forust refuses a column without variance; such a column cannot split anyway.
-    let cols: Vec<usize> = (0..x_fit.ncols())
-        .filter(|&c| {
-            let col = x_fit.column(c);
-            col.iter().any(|&v| v != col[0])
-        })
-        .collect();
-    if cols.is_empty() {
-        return Err(ModelError::InvalidInput(
-            "every feature is constant in the training rows".into(),
-        ));
-    }
+    let cols = varying_columns(x_fit)?;
     let fit_data = column_major(x_fit, &cols);
     let val_data = column_major(x_val, &cols);
     let target = |y: &[bool]| -> Vec<f64> { y.iter().map(|&b| f64::from(u8::from(b))).collect() };
@@ -115,18 +104,7 @@ pub(super) fn fit_gbdt(
             "gbdt: fitting depth {depth} (learning rate {}, up to {} trees, early stopping after {} without progress)",
             params.learning_rate, params.max_trees, params.early_stopping_rounds
         ));
-        let mut booster = GradientBooster::default()
-            .set_objective_type(ObjectiveType::LogLoss)
-            .set_iterations(params.max_trees)
-            .set_learning_rate(params.learning_rate as f32)
-            .set_max_depth(depth)
-            .set_min_leaf_weight(params.min_leaf_weight as f32)
-            .set_l2(params.l2 as f32)
-            .set_seed(seed)
-            .set_allow_missing_splits(false)
-            .set_create_missing_branch(false)
-            .set_parallel(threads > 1)
-            .set_num_threads(Some(threads))
+        let mut booster = booster(params, depth, params.max_trees, seed, threads)
             .set_evaluation_metric(Some(Metric::LogLoss))
             .set_early_stopping_rounds(Some(params.early_stopping_rounds));
         let fit_m = Matrix::new(&fit_data, y_fit.len(), cols.len());
@@ -166,6 +144,82 @@ pub(super) fn fit_gbdt(
     let (_, mut body) = best.ok_or_else(|| ModelError::Fit("no gbdt depth was tried".into()))?;
     body.search = search;
     Ok(body)
+}
+
+/// forust's booster with our fixed choices: log loss, no missing-value branches (the engine
+/// sends no missing values), seeded.
+fn booster(
+    params: &GbdtParams,
+    depth: usize,
+    trees: usize,
+    seed: u64,
+    threads: usize,
+) -> GradientBooster {
+    GradientBooster::default()
+        .set_objective_type(ObjectiveType::LogLoss)
+        .set_iterations(trees)
+        .set_learning_rate(params.learning_rate as f32)
+        .set_max_depth(depth)
+        .set_min_leaf_weight(params.min_leaf_weight as f32)
+        .set_l2(params.l2 as f32)
+        .set_seed(seed)
+        .set_allow_missing_splits(false)
+        .set_create_missing_branch(false)
+        .set_parallel(threads > 1)
+        .set_num_threads(Some(threads))
+}
+
+/// `chosen`'s depth and number of trees, boosted again on `x`/`y` (all the training rows):
+/// the search that chose them is kept in the body.
+pub(super) fn refit_gbdt(
+    x: ArrayView2<f64>,
+    y: &[bool],
+    chosen: &GbdtBody,
+    params: &GbdtParams,
+    seed: u64,
+    threads: usize,
+) -> Result<GbdtBody, ModelError> {
+    let cols = varying_columns(x)?;
+    let data = column_major(x, &cols);
+    let target: Vec<f64> = y.iter().map(|&b| f64::from(u8::from(b))).collect();
+    let trees = chosen.trees.len().max(1);
+    let mut booster = booster(params, chosen.max_depth, trees, seed, threads);
+    booster
+        .fit(
+            &Matrix::new(&data, y.len(), cols.len()),
+            &target,
+            &vec![1.0; y.len()],
+            None,
+        )
+        .map_err(|e| ModelError::Fit(format!("gbdt depth {}: {e}", chosen.max_depth)))?;
+    Ok(GbdtBody {
+        base_score: booster.base_score,
+        learning_rate: params.learning_rate,
+        max_depth: chosen.max_depth,
+        search: chosen.search.clone(),
+        trees: booster
+            .trees
+            .iter()
+            .map(|t| convert(t, &cols))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// The columns with more than one value: forust refuses a column without variance, and such
+/// a column cannot split anyway.
+fn varying_columns(x: ArrayView2<f64>) -> Result<Vec<usize>, ModelError> {
+    let cols: Vec<usize> = (0..x.ncols())
+        .filter(|&c| {
+            let col = x.column(c);
+            col.iter().any(|&v| v != col[0])
+        })
+        .collect();
+    if cols.is_empty() {
+        return Err(ModelError::InvalidInput(
+            "every feature is constant in the training rows".into(),
+        ));
+    }
+    Ok(cols)
 }
 
 /// Uncalibrated holdout log loss and average precision of a body, scored by our own scorer.
