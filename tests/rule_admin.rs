@@ -292,6 +292,45 @@ async fn a_backtest_of_a_lowered_threshold_finds_its_extra_hits_and_newly_stoppe
         0,
         "{report:?}"
     );
+    // The same from the command line, as an analyst's laptop would run it: the candidate
+    // folder's files go to the server, the report comes back as text.
+    let candidates = tempfile::tempdir().unwrap();
+    common::copy_rules(candidates.path());
+    std::fs::write(candidates.path().join(&candidate.0), &candidate.1).unwrap();
+    let (addr, key) = (server.addr.to_string(), keys.analyst.clone());
+    let folder = candidates.path().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fengkong"))
+            .args(["backtest", "--server", &addr, "--key", &key, "--rules"])
+            .arg(&folder)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("12 stored decisions"), "{printed}");
+    let line = printed
+        .lines()
+        .find(|l| l.starts_with("rent_code_many_payers "))
+        .unwrap_or_else(|| panic!("no line for the rule: {printed}"));
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cells[1..5], ["active", "7", "0", "1"], "{line}");
+    let newly_line = format!("newly stopped: {} payments", newly.len());
+    assert!(printed.contains(&newly_line), "{printed}");
+    let denied = std::process::Command::new(env!("CARGO_BIN_EXE_fengkong"))
+        .args(["backtest", "--server", &server.addr.to_string(), "--rules"])
+        .arg(candidates.path())
+        .output()
+        .unwrap();
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("UNAUTHENTICATED"));
+
     // Nothing live changed: a payment scored now is decided by the live threshold.
     let after = collections(&mut client, &keys.gateway, "code-b", start + 2 * HOUR).await;
     assert!(after[5..]
