@@ -31,6 +31,7 @@ use crate::proto::{self, AppealStatus};
 
 const INDEX: &str = include_str!("index.html");
 const SCRIPT: &str = include_str!("app.js");
+const WORKBENCH: &str = include_str!("workbench.js");
 const STYLE: &str = include_str!("app.css");
 
 #[derive(Clone)]
@@ -63,6 +64,10 @@ pub fn router(shared: Shared) -> Router {
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
         )
         .route(
+            "/workbench.js",
+            get(|| async { asset("text/javascript; charset=utf-8", WORKBENCH) }),
+        )
+        .route(
             "/app.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
@@ -76,6 +81,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/cases/{id}/assign", post(assign_case))
         .route("/api/cases/{id}/resolve", post(resolve_case))
         .route("/api/decisions", get(list_decisions))
+        .route("/api/decisions/{id}", get(get_decision))
         .route("/api/rules/stats", get(rule_stats))
         .route("/api/rules/charts", get(rule_charts))
         .route("/api/rules/backtest", post(backtest))
@@ -170,7 +176,7 @@ async fn unknown_api(uri: axum::http::Uri) -> ApiError {
     ApiError(tonic::Status::not_found(format!(
         "no API `{}`; the API is /api/whoami, /api/explain, /api/appeals, /api/appeals/{{id}}, \
          /api/appeals/{{id}}/resolve, /api/cases, /api/cases/{{id}}, /api/cases/{{id}}/assign, \
-         /api/cases/{{id}}/resolve, /api/decisions, /api/rules/stats, /api/rules/charts, \
+         /api/cases/{{id}}/resolve, /api/decisions, /api/decisions/{{id}}, /api/rules/stats, /api/rules/charts, \
          /api/rules/backtest, /api/rules/ship, /api/rules/promote and /api/accounts/status",
         uri.path()
     )))
@@ -447,4 +453,16 @@ async fn set_account_status(State(web): State<Web>, headers: HeaderMap, body: By
         .set_account_status(request(&headers, message)?)
         .await?;
     reply(changed.into_inner())
+}
+
+async fn get_decision(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(decision_id): Path<String>,
+) -> ApiResult {
+    let message = proto::GetDecisionRequest {
+        key: Some(proto::get_decision_request::Key::DecisionId(decision_id)),
+    };
+    let decision = web.engine.get_decision(request(&headers, message)?).await?;
+    reply(decision.into_inner())
 }
