@@ -87,7 +87,7 @@ pub fn backtest(
             break;
         }
         // The clock is read only every 64 decisions: about a millisecond of work.
-        if out.decisions % 64 == 0 && Instant::now() >= bounds.until {
+        if out.decisions.is_multiple_of(64) && Instant::now() >= bounds.until {
             out.truncated = true;
             out.truncated_reason = "the time budget ran out; the newest decisions of the \
                                     period were decided again, the older ones not"

@@ -41,6 +41,15 @@ fn rules_of<'a>(
         .filter(move |r| file_in(dir, &r.file).as_deref() == Some(name))
 }
 
+/// What the audit entry of a ship or promote says.
+struct Logged<'a> {
+    action: &'static str,
+    rule_ids: Vec<String>,
+    by: &'a str,
+    note: &'a str,
+    now_ms: i64,
+}
+
 impl Engine {
     fn rules_dir_for(&self, what: &str) -> Result<PathBuf, EngineError> {
         self.config.rules_dir.clone().ok_or_else(|| {
@@ -51,17 +60,20 @@ impl Engine {
         })
     }
 
-    /// Writes `files` (checked), reloads, and logs `action` with the new version.
+    /// Writes `files` (checked), reloads, and logs `entry` with the version it brought in.
     fn write_and_reload(
         &mut self,
         dir: &Path,
         files: Vec<(String, String)>,
-        action: &str,
-        rule_ids: Vec<String>,
-        by: &str,
-        note: &str,
-        now_ms: i64,
+        entry: Logged<'_>,
     ) -> Result<RulesChanged, EngineError> {
+        let Logged {
+            action,
+            rule_ids,
+            by,
+            note,
+            now_ms,
+        } = entry;
         rule_files::write_all(dir, &files).map_err(|e| {
             EngineError::RuleFiles(format!(
                 "cannot write rule files into `{}`: {e}",
@@ -141,7 +153,14 @@ impl Engine {
             ids.extend(shipped.iter().map(|r| r.id.to_string()));
         }
         let ids = ids.into_iter().collect();
-        self.write_and_reload(&dir, files, "rules_shipped", ids, by, &req.note, now_ms)
+        let entry = Logged {
+            action: "rules_shipped",
+            rule_ids: ids,
+            by,
+            note: &req.note,
+            now_ms,
+        };
+        self.write_and_reload(&dir, files, entry)
     }
 
     /// `RuleAdmin.PromoteRules`: see the proto.
@@ -198,6 +217,13 @@ impl Engine {
             }
         }
         let ids = wanted.iter().map(|s| s.to_string()).collect();
-        self.write_and_reload(&dir, files, "rules_promoted", ids, by, &req.note, now_ms)
+        let entry = Logged {
+            action: "rules_promoted",
+            rule_ids: ids,
+            by,
+            note: &req.note,
+            now_ms,
+        };
+        self.write_and_reload(&dir, files, entry)
     }
 }
