@@ -228,6 +228,21 @@ async fn an_analyst_works_cases_search_rules_and_status_in_a_real_browser() {
     let table = wait_for_text(&browser, "#rules-table", "blocked_card").await;
     assert!(table.contains("personal_code_business_use"), "{table}");
     wait_for_text(&browser, "#rules-head", "18 decisions").await;
+    // The JSON API the page's numbers come from, called from the page with the key.
+    let script = "const [key, done] = arguments; fetch('/api/rules/stats', \
+        {headers: {authorization: 'Bearer ' + key}}).then(r => r.json()).then(done);";
+    let stats = browser
+        .execute_async(script, vec![json!(analyst)])
+        .await
+        .unwrap();
+    assert_eq!(stats["decisions"], json!("18"), "{stats}");
+    let card = stats["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ruleId"] == "blocked_card")
+        .unwrap();
+    assert_eq!(card["hits"], json!("2"), "{card}");
     let view = wait_for_text(&browser, "#rules-stats", "Hits per hour").await;
     assert!(!view.lines().any(|l| l.trim() == "null"), "{view}");
     let hits = screenshot(&browser, "#chart-hits", "rules-chart-hits.png").await;

@@ -404,8 +404,9 @@ async fn rule_stats(
     reply(stats.into_inner())
 }
 
-/// The Rules view's charts (`crate::rule_charts`) as SVG text in JSON, from the same stats
-/// `/api/rules/stats` answers: `{"hitsPerHour": "<svg ...", "riskScores": .., "stoppedShare": ..}`.
+/// The stats `/api/rules/stats` answers and the Rules view's charts of them
+/// (`crate::rule_charts`) as SVG text, from one computation:
+/// `{"stats": {..}, "hitsPerHour": "<svg ...", "riskScores": .., "stoppedShare": ..}`.
 async fn rule_charts(
     State(web): State<Web>,
     headers: HeaderMap,
@@ -421,11 +422,20 @@ async fn rule_charts(
         Some("zh") => crate::units::Lang::Zh,
         _ => crate::units::Lang::En,
     };
-    let charts = tokio::task::spawn_blocking(move || crate::rule_charts::charts(&stats, lang))
-        .await
-        .map_err(|e| tonic::Status::internal(format!("chart task failed: {e}")))?
-        .map_err(|e| tonic::Status::internal(e.to_string()))?;
-    reply(charts)
+    let drawn = tokio::task::spawn_blocking(move || {
+        crate::rule_charts::charts(&stats, lang).map(|charts| ChartsReply { stats, charts })
+    })
+    .await
+    .map_err(|e| tonic::Status::internal(format!("chart task failed: {e}")))?
+    .map_err(|e| tonic::Status::internal(e.to_string()))?;
+    reply(drawn)
+}
+
+#[derive(Serialize)]
+struct ChartsReply {
+    stats: proto::RuleStatsResponse,
+    #[serde(flatten)]
+    charts: crate::rule_charts::Charts,
 }
 
 async fn backtest(State(web): State<Web>, headers: HeaderMap, body: Bytes) -> ApiResult {
