@@ -8,12 +8,12 @@
 //! frauds a rule missed cost one read per fraud, not one per decision. Every walk is
 //! bounded; the answer says when a bound cut it short.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::proto::{self, Action, Decision, OutcomeKind};
 use crate::rules::{Mode, RuleSet};
 use crate::search;
-use crate::store::{decision_id, DecisionStore, LogEntry, StoreError};
+use crate::store::{DecisionStore, LogEntry, StoreError};
 
 pub const HOUR_MS: i64 = 3_600_000;
 /// The longest period one call covers: 31 days of hourly buckets.
@@ -255,6 +255,9 @@ pub fn rule_stats(
             ids.push(id);
         }
     }
+    // A decision several rules fired on is read once (records are read without their
+    // feature names: only the amount and the outcomes are wanted).
+    let mut read_hits: HashMap<u64, (i64, Option<bool>)> = HashMap::new();
     for id in &ids {
         let t = tally(&mut tallies, id, hours);
         for entry in search::rule_hits(tree, id, period.from_ms, period.to_ms) {
@@ -267,15 +270,27 @@ pub fn rule_stats(
             if let Some(h) = t.hourly.get_mut(period.hour_of(entry.position.time_ms)) {
                 *h += 1;
             }
-            if budget.record() {
-                if let Some(d) = store.by_decision_id(&decision_id(entry.position.seq))? {
-                    t.amount_fen += d.request.as_ref().map_or(0, |r| r.amount_fen);
-                    t.amount_hits += 1;
-                    match label(&d) {
-                        Some(true) => t.frauds += 1,
-                        Some(false) => t.genuine += 1,
-                        None => {}
+            let seq = entry.position.seq;
+            let read = match read_hits.get(&seq) {
+                Some(&read) => Some(read),
+                None if budget.record() => {
+                    let read = store
+                        .record_at(seq)?
+                        .map(|d| (d.request.as_ref().map_or(0, |r| r.amount_fen), label(&d)));
+                    if let Some(read) = read {
+                        read_hits.insert(seq, read);
                     }
+                    read
+                }
+                None => None,
+            };
+            if let Some((amount_fen, labeled)) = read {
+                t.amount_fen += amount_fen;
+                t.amount_hits += 1;
+                match labeled {
+                    Some(true) => t.frauds += 1,
+                    Some(false) => t.genuine += 1,
+                    None => {}
                 }
             }
         }

@@ -74,13 +74,34 @@ impl Engine {
             note,
             now_ms,
         } = entry;
-        rule_files::write_all(dir, &files).map_err(|e| {
+        let before: Vec<Option<String>> = files
+            .iter()
+            .map(|(name, _)| std::fs::read_to_string(dir.join(name)).ok())
+            .collect();
+        let written = rule_files::write_all(dir, &files).map_err(|e| {
             EngineError::RuleFiles(format!(
                 "cannot write rule files into `{}`: {e}",
                 dir.display()
             ))
-        })?;
-        let reloaded = self.reload_rules()?;
+        });
+        let reloaded = written.and_then(|()| self.reload_rules());
+        let reloaded = match reloaded {
+            Ok(reloaded) => reloaded,
+            Err(e) => {
+                // The directory changed under us (it compiled a moment ago): put back what
+                // was there, so the files on disk stay the set that runs.
+                for ((name, _), old) in files.iter().zip(before) {
+                    let restored = match old {
+                        Some(text) => rule_files::write_all(dir, &[(name.clone(), text)]),
+                        None => std::fs::remove_file(dir.join(name)),
+                    };
+                    if let Err(error) = restored {
+                        tracing::error!(file = %name, %error, "rule file not restored after a failed ship");
+                    }
+                }
+                return Err(e);
+            }
+        };
         let entry = AuditEntry {
             seq: self.db.generate_id()?,
             at_ms: now_ms,
