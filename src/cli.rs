@@ -33,7 +33,8 @@ pub enum Command {
     /// Ranking metrics of a scored replay (ROC AUC, average precision, precision at 100 a day),
     /// and with --report an HTML report of the curves behind them.
     Eval(EvalArgs),
-    /// What a rule set would have caught and cost on labeled payments (vs a baseline).
+    /// What a rule set would have caught and cost on labeled payments (vs a baseline), or
+    /// with --server on a running server's stored traffic (vs its live rules).
     Backtest(BacktestArgs),
     /// Check or test rule files without a server.
     #[command(subcommand)]
@@ -145,14 +146,41 @@ fn parse_date(s: &str) -> Result<i64, String> {
 
 #[derive(Debug, clap::Args)]
 pub struct BacktestArgs {
-    #[command(flatten)]
-    pub input: EventsArgs,
-    /// The rule set to evaluate.
+    /// Labeled payments CSV (see README); not with --server.
+    #[arg(long, required_unless_present = "server", conflicts_with = "server")]
+    pub events: Option<PathBuf>,
+    /// When the file has no label_reported_at column, labels count as known this long after
+    /// the payment.
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    pub label_delay: Duration,
+    /// Skip malformed rows (they are counted) instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+    /// Features file (default: the bundled set).
+    #[arg(long)]
+    pub features: Option<PathBuf>,
+    /// The rule set to evaluate. With --server, its files are sent as candidates over the
+    /// server's rules directory (same names replace, others are added).
     #[arg(long)]
     pub rules: PathBuf,
-    /// The rule set to compare against (e.g. what runs in production).
-    #[arg(long)]
+    /// The rule set to compare against (e.g. what runs in production); not with --server,
+    /// which compares with the live set.
+    #[arg(long, conflicts_with = "server")]
     pub baseline: Option<PathBuf>,
+    /// A running server (`host:port`): backtest on the decisions it stored
+    /// (RuleAdmin.Backtest), with its model and against its live rules.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// With --server: first day (or RFC 3339 time) of the stored decisions, inclusive
+    /// (default: 24 hours before --to).
+    #[arg(long, value_parser = parse_date, requires = "server")]
+    pub from: Option<i64>,
+    /// With --server: end of the period, exclusive (default: just after the newest decision).
+    #[arg(long, value_parser = parse_date, requires = "server")]
+    pub to: Option<i64>,
+    /// With --server: an analyst key.
+    #[arg(long, requires = "server")]
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -493,12 +521,40 @@ fn eval(args: EvalArgs) -> Result<(), CliError> {
 }
 
 fn backtest(args: BacktestArgs) -> Result<(), CliError> {
-    let (events, options) = load_events(&args.input)?;
+    if let Some(server) = &args.server {
+        let request = crate::proto::BacktestRequest {
+            files: crate::rule_backtest::read_candidates(&args.rules)?
+                .into_iter()
+                .collect(),
+            from_ms: args.from.unwrap_or(0),
+            to_ms: args.to.unwrap_or(0),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let report = runtime.block_on(crate::rule_backtest::remote(
+            server,
+            args.key.as_deref(),
+            request,
+        ))?;
+        print!("{}", crate::rule_backtest::format_report(&report));
+        return Ok(());
+    }
+    let input = EventsArgs {
+        events: args
+            .events
+            .clone()
+            .ok_or("--events or --server is required")?,
+        label_delay: args.label_delay,
+        skip_bad_rows: args.skip_bad_rows,
+        features: args.features.clone(),
+    };
+    let (events, options) = load_events(&input)?;
     let report = crate::backtest::backtest(
         &events,
         &args.rules,
         args.baseline.as_deref(),
-        args.input.features.as_deref(),
+        input.features.as_deref(),
         &options,
         &mut progress,
     )?;

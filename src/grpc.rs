@@ -10,7 +10,9 @@ use tonic::{Request, Response, Status};
 
 mod cases;
 mod decisions;
+mod rules;
 pub use cases::{AuditService, CasesService};
+pub use rules::RuleAdminService;
 
 use crate::accounts::AccountStore;
 use crate::auth::{AuthError, Caller, Keys, Role};
@@ -58,7 +60,7 @@ pub fn status(error: EngineError) -> Status {
         | EngineError::UnknownDecision(_)
         | EngineError::UnknownAppeal(_)
         | EngineError::UnknownCase(_) => Status::not_found(message),
-        EngineError::AppealState(_) | EngineError::CaseState(_) => {
+        EngineError::AppealState(_) | EngineError::CaseState(_) | EngineError::RuleFiles(_) => {
             Status::failed_precondition(message)
         }
         EngineError::Rules { .. } | EngineError::FeatureFile(_) | EngineError::Model { .. } => {
@@ -534,40 +536,6 @@ impl proto::model_admin_server::ModelAdmin for ModelAdminService {
         Ok(Response::new(proto::ReloadModelResponse {
             model_version,
             changed,
-        }))
-    }
-}
-
-pub struct RuleAdminService {
-    engine: EngineHandle,
-    keys: Keys,
-}
-
-impl RuleAdminService {
-    pub fn new(engine: EngineHandle, keys: Keys) -> RuleAdminService {
-        RuleAdminService { engine, keys }
-    }
-}
-
-#[tonic::async_trait]
-impl proto::rule_admin_server::RuleAdmin for RuleAdminService {
-    async fn reload_rules(
-        &self,
-        request: Request<proto::ReloadRulesRequest>,
-    ) -> Result<Response<proto::ReloadRulesResponse>, Status> {
-        let caller = authorize(&self.keys, &request, &[Role::Analyst], "reload rules")?;
-        let reloaded = self.engine.run(|e| e.reload_rules()).await?.map_err(|e| {
-            tracing::error!(by = %caller.describe(), error = %e, "rules reload refused");
-            status(e)
-        })?;
-        tracing::info!(by = %caller.describe(), version = %reloaded.version, changed = reloaded.changed, "rules reload requested");
-        Ok(Response::new(proto::ReloadRulesResponse {
-            ruleset_version: reloaded.version,
-            rules: reloaded.rules as u32,
-            shadow_rules: reloaded.shadow_rules as u32,
-            changed: reloaded.changed,
-            added_rules: reloaded.added,
-            removed_rules: reloaded.removed,
         }))
     }
 }

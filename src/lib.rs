@@ -23,7 +23,10 @@
 //! `events.rs` (labeled CSV), `simulate.rs` and `cardsim.rs` (QR and card traffic),
 //! `replay.rs`, `backtest.rs`, `training.rs`, `quality.rs` (ranking metrics) and
 //! `eval_report.rs` (the HTML evaluation report). Analysts work through `cases.rs` (the
-//! review queue) and `audit.rs` (what they did). `bundled.rs` is what the binary carries
+//! review queue), `audit.rs` (what they did), `rule_stats.rs` (what each rule did, from the
+//! indexes), `rule_charts.rs` (its charts, SVG), `rule_backtest.rs` (candidate rules tried on
+//! stored traffic) and `rule_files.rs` (candidates shipped as shadow into the rules
+//! directory, and promoted). `bundled.rs` is what the binary carries
 //! (rule pack, model, features) for when no path is configured; `files.rs` reads what the
 //! server loads (regular files only, bounded); `units.rs` writes values for people (yuan, %,
 //! yes/no) in English and Chinese. `config.rs` holds every tunable; `cli.rs` and `main.rs`
@@ -58,6 +61,10 @@ pub mod payment;
 pub mod quality;
 pub mod replay;
 pub mod request;
+pub mod rule_backtest;
+pub mod rule_charts;
+pub mod rule_files;
+pub mod rule_stats;
 pub mod rules;
 pub mod search;
 pub mod server;

@@ -204,6 +204,111 @@ pub fn find(
     Ok(Found { seqs, next: None })
 }
 
+/// One entry of an index: where it points and its three value bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub position: Position,
+    pub action: u8,
+    pub risk_score: u8,
+}
+
+fn parse_entry(key: &[u8], value: &[u8]) -> Option<Entry> {
+    let tail = key.get(key.len().checked_sub(16)?..)?;
+    let time = tail.get(..8)?.try_into().ok()?;
+    let seq = tail.get(8..)?.try_into().ok()?;
+    let (action, risk_score) = match value {
+        [a, s, _] => (*a, *s),
+        _ => return None,
+    };
+    Some(Entry {
+        position: Position {
+            time_ms: time_of(time),
+            seq: u64::from_be_bytes(seq),
+        },
+        action,
+        risk_score,
+    })
+}
+
+fn range_of(
+    tree: &sled::Tree,
+    prefix: Vec<u8>,
+    from_ms: i64,
+    to_ms: i64,
+) -> impl DoubleEndedIterator<Item = Result<Entry, StoreError>> {
+    let low = entry_key(prefix.clone(), from_ms, 0);
+    let high = entry_key(prefix, to_ms, 0);
+    let range = if low < high {
+        Some(tree.range(low..high))
+    } else {
+        None
+    };
+    range.into_iter().flatten().filter_map(|item| match item {
+        Ok((key, value)) => parse_entry(&key, &value).map(Ok),
+        Err(e) => Some(Err(e.into())),
+    })
+}
+
+/// Every decision with event time in `[from_ms, to_ms)`, oldest first (the `T/` index).
+pub fn in_period(
+    tree: &sled::Tree,
+    from_ms: i64,
+    to_ms: i64,
+) -> impl DoubleEndedIterator<Item = Result<Entry, StoreError>> {
+    range_of(tree, TIME.to_vec(), from_ms, to_ms)
+}
+
+/// Every decision rule `rule` fired on (active or shadow) with event time in
+/// `[from_ms, to_ms)`, oldest first (the `j/` index).
+pub fn rule_hits(
+    tree: &sled::Tree,
+    rule: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> impl DoubleEndedIterator<Item = Result<Entry, StoreError>> {
+    range_of(tree, named(RULE, rule), from_ms, to_ms)
+}
+
+/// Event time of the newest decision in the `T/` index.
+pub fn newest_time(tree: &sled::Tree) -> Result<Option<i64>, StoreError> {
+    match tree.scan_prefix(TIME).next_back() {
+        Some(item) => {
+            let (key, value) = item?;
+            Ok(parse_entry(&key, &value).map(|e| e.position.time_ms))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The ids of the rules with entries in the `j/` index, at most `limit` of them: one seek
+/// per id (past all of its entries), never a walk over the entries.
+pub fn indexed_rules(tree: &sled::Tree, limit: usize) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    let mut from = RULE.to_vec();
+    while out.len() < limit {
+        let Some(item) = tree.range(from.clone()..).next() else {
+            break;
+        };
+        let (key, _) = item?;
+        let Some(rest) = key.strip_prefix(RULE) else {
+            break;
+        };
+        let Some(len) = rest
+            .get(..2)
+            .map(|l| u16::from_be_bytes([l[0], l[1]]) as usize)
+        else {
+            break;
+        };
+        let Some(name) = rest.get(2..2 + len) else {
+            break;
+        };
+        out.push(String::from_utf8_lossy(name).into_owned());
+        // Just past every key of this id: its prefix followed by the highest time and seq.
+        from = [&key[..RULE.len() + 2 + len], &[0xff; 17][..]].concat();
+    }
+    Ok(out)
+}
+
 /// The latest `limit` decisions on which `account` was payer or payee that did more than
 /// allow the payment, newest first (what an explanation of a NORMAL account shows).
 pub fn flagged(tree: &sled::Tree, account: &str, limit: usize) -> Result<Vec<u64>, StoreError> {
@@ -252,5 +357,30 @@ mod tests {
         };
         assert_eq!(Position::parse(&p.token()), Some(p));
         assert_eq!(Position::parse("7"), None);
+    }
+
+    #[test]
+    fn rule_ids_and_periods_are_read_from_the_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = sled::open(dir.path()).unwrap().open_tree("t").unwrap();
+        for (rule, t, seq) in [("b", 10, 1), ("a", 20, 2), ("b", 30, 3), ("ab", 5, 4)] {
+            tree.insert(entry_key(named(RULE, rule), t, seq), &[3, 90, 0][..])
+                .unwrap();
+            tree.insert(entry_key(TIME.to_vec(), t, seq), &[3, 90, 0][..])
+                .unwrap();
+        }
+        assert_eq!(indexed_rules(&tree, 10).unwrap(), ["a", "b", "ab"]);
+        assert_eq!(indexed_rules(&tree, 2).unwrap(), ["a", "b"]);
+        let hits: Vec<u64> = rule_hits(&tree, "b", 0, 31)
+            .map(|e| e.unwrap().position.seq)
+            .collect();
+        assert_eq!(hits, [1, 3]);
+        assert_eq!(rule_hits(&tree, "b", 11, 30).count(), 0);
+        let period: Vec<i64> = in_period(&tree, 5, 30)
+            .map(|e| e.unwrap().position.time_ms)
+            .collect();
+        assert_eq!(period, [5, 10, 20]);
+        assert_eq!(newest_time(&tree).unwrap(), Some(30));
+        assert_eq!(in_period(&tree, 30, 5).count(), 0);
     }
 }

@@ -195,8 +195,8 @@ pub async fn run(
     let appeals = AppealsService::new(shared.clone());
     let cases = CasesService::new(shared.clone());
     let audit = AuditService::new(shared.clone());
+    let rule_admin = RuleAdminService::new(shared.clone());
     let account_admin = AccountAdminService::new(shared);
-    let rule_admin = RuleAdminService::new(handle.clone(), keys.clone());
     let model_admin = ModelAdminService::new(handle, keys);
 
     let limits = &options.connections;

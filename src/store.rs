@@ -333,7 +333,7 @@ impl DecisionStore {
     }
 
     /// The record of the decision at log position `seq`, feature values left packed.
-    fn record_at(&self, seq: u64) -> Result<Option<Decision>, StoreError> {
+    pub fn record_at(&self, seq: u64) -> Result<Option<Decision>, StoreError> {
         let payment_id = match self
             .tree
             .get(log_key(seq))?

@@ -6,8 +6,12 @@
 
 mod accounts;
 mod cases;
+mod redecide;
+mod rule_admin;
 
 pub use accounts::{format_time, set_by};
+pub use redecide::{Redecided, Redecider, Scratch};
+pub use rule_admin::RulesChanged;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,6 +63,9 @@ pub enum EngineError {
     CaseState(String),
     #[error("{0}")]
     AppealState(String),
+    /// Rule files that cannot be shipped or promoted as asked.
+    #[error("{0}")]
+    RuleFiles(String),
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error("model `{path}`: {source}")]

@@ -525,6 +525,23 @@ fn safe_relative(path: &str) -> bool {
 }
 
 pub(crate) fn load_dir(dir: &Path, schema: &Schema) -> Result<RuleSet, RuleErrors> {
+    load_dir_with(dir, &[], schema)
+}
+
+/// `load_dir` with some files replaced or added (`name` as in the directory: `x.toml`,
+/// `lists/y.txt`), as if they were written there: what a backtest of candidate files and
+/// a ship check compile, with the errors a reload would report for those files.
+pub(crate) fn load_dir_with(
+    dir: &Path,
+    overrides: &[(String, String)],
+    schema: &Schema,
+) -> Result<RuleSet, RuleErrors> {
+    let overridden = |name: &str| {
+        overrides
+            .iter()
+            .find(|(n, _)| n.trim_start_matches("./") == name)
+            .map(|(_, text)| text)
+    };
     let dir_name = dir.display().to_string();
     let fail = |m: String| {
         RuleErrors(vec![RuleError {
@@ -559,6 +576,12 @@ pub(crate) fn load_dir(dir: &Path, schema: &Schema) -> Result<RuleSet, RuleError
             Err(e) => return Err(fail(format!("cannot read `{name}`: {e}"))),
         }
     }
+    for (name, _) in overrides {
+        let plain = !name.contains('/') && !name.starts_with('.') && name.ends_with(".toml");
+        if plain && !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
     names.sort();
     // An empty directory is almost always a wrong path; running with no rules
     // would silently allow everything.
@@ -578,7 +601,15 @@ pub(crate) fn load_dir(dir: &Path, schema: &Schema) -> Result<RuleSet, RuleError
     for name in names {
         let path = dir.join(&name);
         let display = path.display().to_string();
-        match read_limited(&path, MAX_FILE_BYTES) {
+        let text = match overridden(&name) {
+            Some(text) if text.len() > MAX_FILE_BYTES => Err(format!(
+                "file is {} bytes, the limit is {MAX_FILE_BYTES}",
+                text.len()
+            )),
+            Some(text) => Ok(text.clone()),
+            None => read_limited(&path, MAX_FILE_BYTES),
+        };
+        match text {
             Ok(text) => sources.push(Source {
                 display,
                 key: name,
@@ -594,7 +625,16 @@ pub(crate) fn load_dir(dir: &Path, schema: &Schema) -> Result<RuleSet, RuleError
             ));
         }
         let path = dir.join(rel);
-        let text = read_limited(&path, MAX_LIST_FILE_BYTES)?;
+        let text = match overridden(rel.trim_start_matches("./")) {
+            Some(text) if text.len() > MAX_LIST_FILE_BYTES => {
+                return Err(format!(
+                    "file is {} bytes, the limit is {MAX_LIST_FILE_BYTES}",
+                    text.len()
+                ))
+            }
+            Some(text) => text.clone(),
+            None => read_limited(&path, MAX_LIST_FILE_BYTES)?,
+        };
         Ok(Source {
             display: path.display().to_string(),
             key: rel.trim_start_matches("./").to_string(),

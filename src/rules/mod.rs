@@ -362,6 +362,17 @@ impl RuleSet {
         file::load_dir(dir, schema)
     }
 
+    /// `load_dir` as if `overrides` (name, text) were written into `dir` first: a file
+    /// named like one there replaces it, any other is added. Errors name the files as a
+    /// reload of that directory would.
+    pub fn load_dir_with(
+        dir: &Path,
+        overrides: &[(String, String)],
+        schema: &Schema,
+    ) -> Result<RuleSet, RuleErrors> {
+        file::load_dir_with(dir, overrides, schema)
+    }
+
     /// Build from in-memory files. Names ending in `.toml` are rule files; any
     /// other entry is a list file, found by the path a `[lists]` entry gives.
     pub fn from_sources(

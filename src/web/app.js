@@ -377,7 +377,8 @@ async function resolve(event) {
 
 function render() {
   translateStatic();
-  if (!current) return;
+  // An analyst looking at another view of the workbench (workbench.js) keeps it.
+  if (!current || (isAnalyst() && $("queue").hidden)) return;
   $("account").replaceChildren(...accountNode(current.explanation).flat(Infinity).filter(Boolean));
   $("account").hidden = false;
   const appeal = current.kind === "merchant" ? merchantAppealSection() : resolveSection();
@@ -400,7 +401,8 @@ function signOut(clearError = true) {
   sessionStorage.removeItem(KEY_ITEM);
   me = null;
   current = null;
-  for (const id of ["queue", "account", "appeal", "banner", "signout"]) $(id).hidden = true;
+  for (const id of ["queue", "account", "appeal", "banner", "signout", "views", "cases", "search",
+    "rules", "status-admin"]) $(id).hidden = true;
   $("who").textContent = "";
   $("signin").hidden = false;
   if (clearError) showError(null);
@@ -421,6 +423,7 @@ async function start() {
   if (me.role === "merchant") return showMerchant();
   if (me.role === "analyst" || me.role === "open") {
     $("queue").hidden = false;
+    showWorkbench();
     return showQueue();
   }
   showError({ message: t("gateway_key") });

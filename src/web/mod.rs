@@ -19,14 +19,19 @@ use serde::Serialize;
 use tonic::Code;
 
 use crate::auth::Caller;
-use crate::grpc::{AppealsService, CasesService, RiskEngineService, Shared};
+use crate::grpc::{
+    AccountAdminService, AppealsService, CasesService, RiskEngineService, RuleAdminService, Shared,
+};
+use crate::proto::account_admin_server::AccountAdmin;
 use crate::proto::appeals_server::Appeals;
 use crate::proto::cases_server::Cases;
 use crate::proto::risk_engine_server::RiskEngine;
+use crate::proto::rule_admin_server::RuleAdmin;
 use crate::proto::{self, AppealStatus};
 
 const INDEX: &str = include_str!("index.html");
 const SCRIPT: &str = include_str!("app.js");
+const WORKBENCH: &str = include_str!("workbench.js");
 const STYLE: &str = include_str!("app.css");
 
 #[derive(Clone)]
@@ -35,6 +40,8 @@ struct Web {
     engine: Arc<RiskEngineService>,
     appeals: Arc<AppealsService>,
     cases: Arc<CasesService>,
+    rules: Arc<RuleAdminService>,
+    accounts: Arc<AccountAdminService>,
 }
 
 /// The page at `/` and its API under `/api/`.
@@ -43,6 +50,8 @@ pub fn router(shared: Shared) -> Router {
         engine: Arc::new(RiskEngineService::new(shared.clone())),
         appeals: Arc::new(AppealsService::new(shared.clone())),
         cases: Arc::new(CasesService::new(shared.clone())),
+        rules: Arc::new(RuleAdminService::new(shared.clone())),
+        accounts: Arc::new(AccountAdminService::new(shared.clone())),
         shared,
     };
     Router::new()
@@ -53,6 +62,10 @@ pub fn router(shared: Shared) -> Router {
         .route(
             "/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route(
+            "/workbench.js",
+            get(|| async { asset("text/javascript; charset=utf-8", WORKBENCH) }),
         )
         .route(
             "/app.css",
@@ -68,6 +81,13 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/cases/{id}/assign", post(assign_case))
         .route("/api/cases/{id}/resolve", post(resolve_case))
         .route("/api/decisions", get(list_decisions))
+        .route("/api/decisions/{id}", get(get_decision))
+        .route("/api/rules/stats", get(rule_stats))
+        .route("/api/rules/charts", get(rule_charts))
+        .route("/api/rules/backtest", post(backtest))
+        .route("/api/rules/ship", post(ship_rules))
+        .route("/api/rules/promote", post(promote_rules))
+        .route("/api/accounts/status", post(set_account_status))
         .route("/api/{*rest}", any(unknown_api))
         .with_state(web)
 }
@@ -156,7 +176,8 @@ async fn unknown_api(uri: axum::http::Uri) -> ApiError {
     ApiError(tonic::Status::not_found(format!(
         "no API `{}`; the API is /api/whoami, /api/explain, /api/appeals, /api/appeals/{{id}}, \
          /api/appeals/{{id}}/resolve, /api/cases, /api/cases/{{id}}, /api/cases/{{id}}/assign, \
-         /api/cases/{{id}}/resolve and /api/decisions",
+         /api/cases/{{id}}/resolve, /api/decisions, /api/decisions/{{id}}, /api/rules/stats, /api/rules/charts, \
+         /api/rules/backtest, /api/rules/ship, /api/rules/promote and /api/accounts/status",
         uri.path()
     )))
 }
@@ -364,4 +385,94 @@ async fn list_decisions(
         .list_decisions(request(&headers, message)?)
         .await?;
     reply(listed.into_inner())
+}
+
+fn stats_request(query: &HashMap<String, String>) -> Result<proto::RuleStatsRequest, ApiError> {
+    Ok(proto::RuleStatsRequest {
+        from_ms: number(query, "from_ms")?,
+        to_ms: number(query, "to_ms")?,
+    })
+}
+
+async fn rule_stats(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let message = stats_request(&query)?;
+    let stats = web.rules.rule_stats(request(&headers, message)?).await?;
+    reply(stats.into_inner())
+}
+
+/// The stats `/api/rules/stats` answers and the Rules view's charts of them
+/// (`crate::rule_charts`) as SVG text, from one computation:
+/// `{"stats": {..}, "hitsPerHour": "<svg ...", "riskScores": .., "stoppedShare": ..}`.
+async fn rule_charts(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let message = stats_request(&query)?;
+    let stats = web
+        .rules
+        .rule_stats(request(&headers, message)?)
+        .await?
+        .into_inner();
+    let lang = match query.get("lang").map(String::as_str) {
+        Some("zh") => crate::units::Lang::Zh,
+        _ => crate::units::Lang::En,
+    };
+    let drawn = tokio::task::spawn_blocking(move || {
+        crate::rule_charts::charts(&stats, lang).map(|charts| ChartsReply { stats, charts })
+    })
+    .await
+    .map_err(|e| tonic::Status::internal(format!("chart task failed: {e}")))?
+    .map_err(|e| tonic::Status::internal(e.to_string()))?;
+    reply(drawn)
+}
+
+#[derive(Serialize)]
+struct ChartsReply {
+    stats: proto::RuleStatsResponse,
+    #[serde(flatten)]
+    charts: crate::rule_charts::Charts,
+}
+
+async fn backtest(State(web): State<Web>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let message: proto::BacktestRequest = parse_body(&body)?;
+    let report = web.rules.backtest(request(&headers, message)?).await?;
+    reply(report.into_inner())
+}
+
+async fn ship_rules(State(web): State<Web>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let message: proto::ShipRulesRequest = parse_body(&body)?;
+    let shipped = web.rules.ship_rules(request(&headers, message)?).await?;
+    reply(shipped.into_inner())
+}
+
+async fn promote_rules(State(web): State<Web>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let message: proto::PromoteRulesRequest = parse_body(&body)?;
+    let promoted = web.rules.promote_rules(request(&headers, message)?).await?;
+    reply(promoted.into_inner())
+}
+
+async fn set_account_status(State(web): State<Web>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let message: proto::SetAccountStatusRequest = parse_body(&body)?;
+    let changed = web
+        .accounts
+        .set_account_status(request(&headers, message)?)
+        .await?;
+    reply(changed.into_inner())
+}
+
+async fn get_decision(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(decision_id): Path<String>,
+) -> ApiResult {
+    let message = proto::GetDecisionRequest {
+        key: Some(proto::get_decision_request::Key::DecisionId(decision_id)),
+    };
+    let decision = web.engine.get_decision(request(&headers, message)?).await?;
+    reply(decision.into_inner())
 }
