@@ -14,9 +14,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use browser::{browser, decode, Png};
-use common::{collection, daytime_hour_ms, payment, with_key, TestServer};
+use common::{collection, copy_rules, daytime_hour_ms, payment, with_key, TestServer};
 use fantoccini::{Client, Locator};
 use fengkong::auth::{add_key, Role};
+use fengkong::config::Config;
 use fengkong::proto::{self, get_decision_request::Key, GetDecisionRequest, OutcomeKind};
 use serde_json::json;
 
@@ -87,6 +88,19 @@ const SERIES_BLUE: [u8; 3] = [0x1f, 0x5f, 0xbf];
 
 const BROKEN: &str = "[[rule]]\nid = \"rent_code_five_payers\"\nwhen = \"payee.no_such_thing > 5\"\naction = \"review\"\nscore = 30\nreason_code = \"RENT_CODE\"\nmessage = \"x\"\n";
 
+/// Sends every collection into a personal code to review, so the queue this test works does
+/// not depend on what the bundled model thinks of twelve collections.
+const QUEUE_RULE: &str = r#"[[rule]]
+id = "review_code_collections"
+description = "every collection into a personal code is reviewed (this test's queue)"
+when = '''scene == "PERSONAL_CODE_COLLECTION" && payee.kind == "PERSONAL"'''
+action = "review"
+score = 0
+reason_code = "TEST_QUEUE"
+message = "a collection of {payment.amount_fen:yuan} CNY"
+message_zh = "收款 {payment.amount_fen:yuan} 元"
+"#;
+
 const CANDIDATE: &str = r#"[[rule]]
 id = "rent_code_five_payers"
 description = "more than five payers into a personal code in an hour"
@@ -116,11 +130,18 @@ async fn an_analyst_works_cases_search_rules_and_status_in_a_real_browser() {
     let rules = tempfile::tempdir().unwrap();
     let (_, gateway) = add_key(data.path(), Role::Gateway, None, 0).unwrap();
     let (record, analyst) = add_key(data.path(), Role::Analyst, None, 0).unwrap();
-    let server = TestServer::start_with_rule_copy(data.path(), rules.path()).await;
+    copy_rules(rules.path());
+    std::fs::write(rules.path().join("85_test_queue.toml"), QUEUE_RULE).unwrap();
+    let server = TestServer::start_with(Config {
+        data_dir: data.path().to_owned(),
+        rules_dir: Some(rules.path().to_owned()),
+        watch_rules: false,
+        ..Config::default()
+    })
+    .await;
     let mut client = server.client().await;
 
-    // Collections into a fresh personal code (the model holds many of them for review, which
-    // opens cases), two payments with a card on the block list, a few ordinary ones.
+    // Collections into a fresh personal code (reviewed, which opens cases), two payments with a card on the block list, a few ordinary ones.
     let start = daytime_hour_ms();
     for n in 0..12 {
         let req = collection("code-w", &format!("w-{n:02}"), n, start + n as i64 * MINUTE);
@@ -145,7 +166,7 @@ async fn an_analyst_works_cases_search_rules_and_status_in_a_real_browser() {
 
     // Cases: the queue oldest first with ages; open the oldest, assign it, resolve it.
     click(&browser, "#views [data-view=cases]").await;
-    // The first collection was held for review: its case (about the payer) waits longest.
+    // The first collection's case waits longest.
     let queue = wait_for_text(&browser, "#cases-table", "c-00000000000000000000").await;
     assert!(queue.contains("waiting"), "{queue}");
     screenshot(&browser, "#cases", "cases.png").await;
