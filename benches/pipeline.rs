@@ -46,7 +46,7 @@ fn bench_pipeline(c: &mut Criterion) {
         Duration::ZERO,
     )
     .unwrap();
-    let mut score = move |engine: &mut Engine, req: &fengkong::proto::ScoreRequest| {
+    let score = move |engine: &mut Engine, req: &fengkong::proto::ScoreRequest| {
         let scored = engine.score(req, req.event_time_ms).unwrap();
         commit.when_durable(engine.take_journaled(), |_| ());
         scored
