@@ -5,7 +5,8 @@
 # decisions served), p50/p99/p99.9 as loadgen measured them, and the CPU ratio.
 #
 # usage: benches/side_by_side.sh [rate/s] [duration] [concurrency]   (5000 30s 8)
-#   SKIP_BUILD=1 uses the binaries already built; CARGO_TARGET_DIR is honoured.
+#   SKIP_BUILD=1 uses the binaries already built; CARGO_TARGET_DIR is honoured;
+#   FENGKONG=path/to/fengkong serves (and loads) with another build, e.g. an older one.
 set -euo pipefail
 rate=${1:-5000}
 duration=${2:-30s}
@@ -15,7 +16,7 @@ target=${CARGO_TARGET_DIR:-target}
 if [ -z "${SKIP_BUILD:-}" ]; then
     cargo build --release --bin fengkong --example null_server >&2
 fi
-fengkong=$target/release/fengkong
+fengkong=${FENGKONG:-$target/release/fengkong}
 null_server=$target/release/examples/null_server
 tick=$(getconf CLK_TCK)
 work=$(mktemp -d)
