@@ -927,6 +927,77 @@ mod tests {
         );
     }
 
+    /// With a journal, a decision is in the journal and the tail, not sled, until the sled
+    /// writer applies it; every read finds it meanwhile, and a search applies it first.
+    #[test]
+    fn journaled_decisions_are_read_from_the_tail_before_sled_has_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let mut store = DecisionStore::open(&db).unwrap();
+        store.register_feature_set("fs1", &[]).unwrap();
+        let journal_dir = dir.path().join("journal");
+        std::fs::create_dir(&journal_dir).unwrap();
+        let journal = Journal::create(&journal_dir).unwrap();
+        let tail = Tail::new(100, Arc::default());
+        store.set_journal(journal.clone(), Arc::clone(&tail));
+        let decision = Decision {
+            response: Some(ScoreResponse {
+                decision_id: decision_id(0),
+                payment_id: "p-0".into(),
+                action: Action::Review as i32,
+                ..Default::default()
+            }),
+            request: Some(crate::proto::ScoreRequest {
+                payment_id: "p-0".into(),
+                event_time_ms: 1_000,
+                payer: Some(crate::proto::Payer {
+                    account_id: "payer".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            feature_set_version: "fs1".into(),
+            ..Default::default()
+        };
+        store.insert_payment(0, &decision, &[]).unwrap();
+        let raw = store.sled_tree();
+        assert!(!raw.contains_key(payment_key("p-0")).unwrap());
+        assert!(!raw.contains_key(log_key(0)).unwrap());
+        assert_eq!(store.by_payment("p-0").unwrap().as_ref(), Some(&decision));
+        assert_eq!(
+            store.by_decision_id(&decision_id(0)).unwrap(),
+            Some(decision.clone())
+        );
+        assert_eq!(store.last_seq().unwrap(), Some(0));
+        assert_eq!(journal.appended(), 1);
+
+        // An outcome: a newer record in the tail, read in place of the first.
+        let mut reported = decision.clone();
+        reported.outcomes.push(crate::proto::Outcome {
+            outcome: 1,
+            reported_at_ms: 2_000,
+            recorded_at_ms: 2_000,
+        });
+        store.update_after_log(1, &[], &reported).unwrap();
+        assert_eq!(store.by_payment("p-0").unwrap(), Some(reported.clone()));
+
+        // A search needs sled's indexes: the tail is applied first, in order.
+        let query = crate::search::Query {
+            account: Some("payer".into()),
+            page_size: 10,
+            ..Default::default()
+        };
+        let (found, _) = store.list(&query).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].outcomes, vec![1]);
+        assert!(tail.is_empty());
+        assert!(raw.contains_key(log_key(0)).unwrap());
+        assert_eq!(store.by_payment("p-0").unwrap(), Some(reported));
+        // The journal holds both entries: what `restore` rewrites after a crash.
+        journal.sync().unwrap();
+        assert_eq!(crate::journal::read(&journal_dir).unwrap().len(), 2);
+    }
+
     #[test]
     fn a_store_from_before_the_search_indexes_is_indexed_once_on_open() {
         let dir = tempfile::tempdir().unwrap();
