@@ -1,11 +1,17 @@
 //! Group commit: many writers wait on one sync, so durability costs one fsync per batch of
 //! decisions instead of one per decision.
 //!
-//! A writer applies its changes to sled and leaves a callback; a dedicated thread makes
-//! whatever has been written durable and then calls every callback that covered. Writes
-//! the journal holds (Scores, outcomes) need only the journal synced; any other write
-//! needs a sled flush. Another thread flushes sled every second, off the answering path,
-//! and then deletes the journal files the flush covered.
+//! A writer leaves a callback after its write; a dedicated thread makes whatever has been
+//! written durable and then calls every callback that covered. Writes the journal holds
+//! (Scores, outcomes) need only the journal synced; the committer then tells the sled
+//! writer (`crate::writer`) which entries are durable, and the writer applies them to sled
+//! behind it. Any other write (a direct sled batch) needs a sled flush. Another thread,
+//! every second, off the answering path, starts a new journal file and, once every entry
+//! appended before it has been applied to sled, flushes sled and deletes the older files:
+//! until then they are the only durable copy of the entries sled has not got.
+//!
+//! Should the journal fail, the entries it could not take are applied to sled and sled is
+//! flushed before anyone is answered, as without a journal.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::journal::Journal;
+use crate::writer::Tail;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CommitError {
@@ -28,7 +35,7 @@ pub enum CommitError {
 const SLED_FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Called on the committer thread once the write is durable (or cannot be made so).
-type Done = Box<dyn FnOnce(Result<(), CommitError>) + Send>;
+pub type Done = Box<dyn FnOnce(Result<(), CommitError>) + Send>;
 
 #[derive(Default)]
 struct Queue {
@@ -48,6 +55,22 @@ struct Shared {
     idle: AtomicBool,
 }
 
+/// The journal's entries that sled may not have yet, and the tree they go to.
+#[derive(Clone)]
+pub struct Behind {
+    pub tail: Arc<Tail>,
+    pub tree: sled::Tree,
+}
+
+impl Behind {
+    fn apply_all(&self) -> Result<(), String> {
+        self.tail
+            .apply_all(&self.tree)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Handle shared by writers; `stop` makes pending writes durable and joins the threads.
 #[derive(Clone)]
 pub struct GroupCommit {
@@ -58,10 +81,12 @@ pub struct GroupCommit {
 impl GroupCommit {
     /// Starts the committer thread. `gather` is how long it lingers after being woken so
     /// that more writes join the same flush; zero means flush at once. Without a journal
-    /// every write flushes sled.
+    /// every write flushes sled. `behind` is the sled writer's tail of the journal's entries,
+    /// when sled is written behind the journal.
     pub fn start(
         db: sled::Db,
         journal: Option<Journal>,
+        behind: Option<Behind>,
         gather: Duration,
     ) -> std::io::Result<GroupCommit> {
         let shared = Arc::new(Shared {
@@ -72,18 +97,26 @@ impl GroupCommit {
         });
         let mut threads = Vec::new();
         if let Some(journal) = journal.clone() {
-            let (db, shared) = (db.clone(), Arc::clone(&shared));
+            let (db, shared, behind) = (db.clone(), Arc::clone(&shared), behind.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name("fengkong-flush".into())
-                    .spawn(move || flush_loop(&db, &journal, &shared))?,
+                    .spawn(move || flush_loop(&db, &journal, behind.as_ref(), &shared))?,
             );
         }
         let thread_shared = Arc::clone(&shared);
         threads.push(
             std::thread::Builder::new()
                 .name("fengkong-commit".into())
-                .spawn(move || commit_loop(&db, journal.as_ref(), &thread_shared, gather))?,
+                .spawn(move || {
+                    commit_loop(
+                        &db,
+                        journal.as_ref(),
+                        behind.as_ref(),
+                        &thread_shared,
+                        gather,
+                    )
+                })?,
         );
         Ok(GroupCommit {
             shared,
@@ -99,13 +132,26 @@ impl GroupCommit {
         journaled: bool,
         done: impl FnOnce(Result<(), CommitError>) + Send + 'static,
     ) {
+        self.when_all_durable(vec![(journaled, Box::new(done))]);
+    }
+
+    /// `when_durable` for a batch of writes: one lock and at most one wakeup for all.
+    pub fn when_all_durable(&self, writes: Vec<(bool, Done)>) {
+        if writes.is_empty() {
+            return;
+        }
         let mut queue = lock(&self.shared.queue);
         if queue.stopping {
             drop(queue);
-            return done(Err(CommitError::Stopped));
+            for (_, done) in writes {
+                done(Err(CommitError::Stopped));
+            }
+            return;
         }
-        queue.waiting.push_back(Box::new(done));
-        queue.flush_sled |= !journaled;
+        for (journaled, done) in writes {
+            queue.waiting.push_back(done);
+            queue.flush_sled |= !journaled;
+        }
         drop(queue);
         if self.shared.idle.load(Ordering::SeqCst) {
             self.shared.wake.notify_one();
@@ -124,10 +170,17 @@ impl GroupCommit {
     }
 }
 
-fn commit_loop(db: &sled::Db, journal: Option<&Journal>, shared: &Shared, gather: Duration) {
+fn commit_loop(
+    db: &sled::Db,
+    journal: Option<&Journal>,
+    behind: Option<&Behind>,
+    shared: &Shared,
+    gather: Duration,
+) {
     let mut durable = Durable {
         db,
         journal,
+        behind,
         trusted: true,
     };
     loop {
@@ -160,9 +213,13 @@ fn commit_loop(db: &sled::Db, journal: Option<&Journal>, shared: &Shared, gather
     }
 }
 
-/// Every second: start a new journal file, flush sled, delete the files before the new one
-/// (all their writes were in sled before the flush began). A failure only postpones this.
-fn flush_loop(db: &sled::Db, journal: &Journal, shared: &Shared) {
+/// Every second: start a new journal file; once every entry appended before it is in sled
+/// (applied by the sled writer), flush sled and delete the files before the new one. Until
+/// then the retired files wait (a lagging writer only keeps more journal on disk). A
+/// failure only postpones this.
+fn flush_loop(db: &sled::Db, journal: &Journal, behind: Option<&Behind>, shared: &Shared) {
+    // A retired generation and how many entries had been appended when it was retired.
+    let mut retiring: Option<(u64, u64)> = None;
     loop {
         let queue = lock(&shared.queue);
         let (queue, _) = shared
@@ -173,14 +230,33 @@ fn flush_loop(db: &sled::Db, journal: &Journal, shared: &Shared) {
             return;
         }
         drop(queue);
-        let retired = match journal.is_empty() {
-            true => Ok(journal.generation()),
-            false => journal.rotate(),
+        let (generation, appended) = match retiring {
+            Some(retired) => retired,
+            None => {
+                let retired = match journal.is_empty() {
+                    true => Ok(journal.generation()),
+                    false => journal.rotate(),
+                };
+                // Counted after the rotation: every entry in an older file was appended
+                // (and pushed to the tail) before it.
+                match retired {
+                    Ok(generation) => (generation, journal.appended()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start a new journal file; the journal keeps its files");
+                        continue;
+                    }
+                }
+            }
         };
-        let flushed = retired.map_err(|e| e.to_string()).and_then(|generation| {
-            db.flush().map_err(|e| e.to_string())?;
-            journal.remove_before(generation).map_err(|e| e.to_string())
-        });
+        if behind.is_some_and(|b| b.tail.applied() < appended) {
+            retiring = Some((generation, appended));
+            continue;
+        }
+        retiring = None;
+        let flushed = db
+            .flush()
+            .map_err(|e| e.to_string())
+            .and_then(|_| journal.remove_before(generation).map_err(|e| e.to_string()));
         if let Err(e) = flushed {
             tracing::warn!(error = %e, "background sled flush failed; the journal keeps its files");
         }
@@ -195,6 +271,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Durable<'a> {
     db: &'a sled::Db,
     journal: Option<&'a Journal>,
+    behind: Option<&'a Behind>,
     /// False after a journal write failed, until a new file is started: the old one's tail
     /// may hold a torn entry, and nothing may follow it.
     trusted: bool,
@@ -222,7 +299,13 @@ impl Durable<'_> {
             flush_sled = true;
         }
         if flush_sled {
+            // The entries the journal could not take are only in the tail: into sled first.
+            if let Some(behind) = self.behind {
+                behind.apply_all()?;
+            }
             self.db.flush().map_err(|e| e.to_string())?;
+        } else if let Some(behind) = self.behind {
+            behind.tail.mark_durable(journal.synced());
         }
         Ok(())
     }
@@ -244,7 +327,7 @@ mod tests {
     async fn writes_are_answered_once_flushed_and_after_stop_refused() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let gc = GroupCommit::start(db.clone(), None, Duration::ZERO).unwrap();
+        let gc = GroupCommit::start(db.clone(), None, None, Duration::ZERO).unwrap();
         db.insert("k", "v").unwrap();
         let (a, b) = tokio::join!(durable(&gc, false), durable(&gc, true));
         a.unwrap();
@@ -264,7 +347,8 @@ mod tests {
         let path = dir.path().join("journal");
         std::fs::create_dir(&path).unwrap();
         let journal = Journal::create(&path).unwrap();
-        let gc = GroupCommit::start(db.clone(), Some(journal.clone()), Duration::ZERO).unwrap();
+        let gc =
+            GroupCommit::start(db.clone(), Some(journal.clone()), None, Duration::ZERO).unwrap();
         db.insert("k", "v").unwrap();
         journal.append(b"k=v");
         durable(&gc, true).await.unwrap();

@@ -49,6 +49,15 @@ pub struct Config {
     /// How long the group committer may wait to gather more writes into one flush.
     /// Zero flushes as soon as a write is waiting.
     pub commit_delay_us: u64,
+    /// Most journaled decision writes kept in memory while the sled writer has not applied
+    /// them (`crate::writer`). Past it the scoring thread applies the oldest ones itself
+    /// (slower, nothing lost); `fengkong_sled_tail_entries` shows the lag.
+    pub sled_tail_max_entries: usize,
+    /// Drill setting, zero in production: the sled writer holds back each run this many ms
+    /// after its entries became durable, so the journal runs far ahead of sled (crash
+    /// drills: kill -9 then and every acknowledged decision must come back from the
+    /// journal). Reads, searches and checkpoints stay correct meanwhile.
+    pub sled_writer_delay_ms: u64,
     /// Carry out the account actions of rules (and the model's thresholds): limit and freeze
     /// accounts. Off, the actions are only recorded with the decisions' reasons, e.g. while a
     /// new rule pack is being trusted.
@@ -96,6 +105,8 @@ impl Default for Config {
             limits: Limits::default(),
             connections: crate::connections::ConnectionLimits::default(),
             commit_delay_us: 0,
+            sled_tail_max_entries: 20_000,
+            sled_writer_delay_ms: 0,
             enforce_account_actions: true,
             limited_daily_cap_fen: 200_000,
             appeal_suppression_days: 30,

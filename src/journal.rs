@@ -1,19 +1,23 @@
 //! Write-ahead journal of decision writes: one append and one `fdatasync` make a batch of
-//! decisions durable, so acknowledging a Score does not need a sled flush.
+//! decisions durable, so acknowledging a Score needs no sled write at all. For the last
+//! seconds the journal, not sled, is the source of truth.
 //!
 //! Why not `sled::Db::flush`: in sled 0.34 every flush seals the log buffer and hands the
 //! write to sled's I/O pool, which wakes all seven of its idle threads; under load that
 //! was a quarter of the server's CPU. The journal is written by the group committer alone.
 //!
-//! The engine writes each decision to sled first and then appends the same bytes here, so
-//! once sled has been flushed everything appended before is in sled too. The journal is a
-//! series of files; a background flush retires the current file, flushes sled and deletes
-//! the retired ones, without holding up the syncs that answer callers. On open, entries
-//! sled lost in a crash are written again (see `DecisionStore::restore`).
+//! The engine appends each decision here and keeps it in memory (`crate::writer::Tail`);
+//! the sled writer applies it to sled once it is durable here. The journal is a series of
+//! files; a background flush retires the current file and, once every entry appended
+//! before has been applied to sled and sled flushed, deletes the retired ones, without
+//! holding up the syncs that answer callers. On open, the journal is applied to sled before
+//! anything is served: the entries sled has not got, or lost in a crash, are written (see
+//! `DecisionStore::restore`).
 //!
 //! Each entry is framed as `len: u32 LE | crc32(payload): u32 LE | payload`. A crash can
 //! only tear the last entry, which was never acknowledged; a bad entry with more after it
-//! is corruption and is reported, never skipped.
+//! is corruption and is reported, never skipped. Entries are also counted (`appended`,
+//! `synced`), so the committer can tell the writer which entries are durable.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -55,6 +59,10 @@ struct Inner {
     dir: PathBuf,
     next_generation: AtomicU64,
     pending: Mutex<Vec<u8>>,
+    /// Entries appended so far (changed under `pending`'s lock).
+    appended: AtomicU64,
+    /// Entries written and synced to a file so far.
+    synced: AtomicU64,
     file: Mutex<Written>,
 }
 
@@ -77,6 +85,8 @@ impl Journal {
                 dir: dir.to_owned(),
                 next_generation: AtomicU64::new(2),
                 pending: Mutex::new(Vec::new()),
+                appended: AtomicU64::new(0),
+                synced: AtomicU64::new(0),
                 file: Mutex::new(Written {
                     file,
                     path,
@@ -94,6 +104,16 @@ impl Journal {
         pending.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         pending.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
         pending.extend_from_slice(payload);
+        self.inner.appended.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many entries have been appended, and how many of the first ones are durable.
+    pub fn appended(&self) -> u64 {
+        self.inner.appended.load(Ordering::SeqCst)
+    }
+
+    pub fn synced(&self) -> u64 {
+        self.inner.synced.load(Ordering::SeqCst)
     }
 
     /// Writes and syncs what was appended so far. On failure the file is cut back to its
@@ -107,7 +127,11 @@ impl Journal {
             spare,
             ..
         } = &mut *written;
-        std::mem::swap(&mut *lock(&self.inner.pending), spare);
+        let through = {
+            let mut pending = lock(&self.inner.pending);
+            std::mem::swap(&mut *pending, spare);
+            self.inner.appended.load(Ordering::SeqCst)
+        };
         if spare.is_empty() {
             return Ok(());
         }
@@ -116,6 +140,7 @@ impl Journal {
             Ok(()) => {
                 *len += spare.len() as u64;
                 spare.clear();
+                self.inner.synced.fetch_max(through, Ordering::SeqCst);
                 Ok(())
             }
             Err(source) => {

@@ -10,7 +10,8 @@
 //! rules/       parse → compile → evaluate → verdict (action, risk score)
 //! decision.rs  hits ──▶ reasons with their numbers and evidence
 //! engine.rs    the pipeline on one thread; decision log; feature recovery
-//! store.rs     decision records and the log in sled   commit.rs  group commit
+//! store.rs     decision records and the log; journal.rs  the durable truth of the last seconds
+//! commit.rs    group commit of the journal   writer.rs  sled written behind it, in order
 //! search.rs    the store's indexes by account, rule and time (ListDecisions)
 //! server.rs    runs it: engine thread, reloads, shutdown;  grpc.rs  services, errors → status
 //! grpc_layer.rs  deadlines and the codes of errors tonic raises before a handler runs
@@ -75,6 +76,7 @@ pub mod training;
 pub mod units;
 pub mod vars;
 pub mod web;
+pub mod writer;
 
 /// Code generated from `proto/fengkong/v1/fengkong.proto`.
 #[allow(clippy::all, clippy::unwrap_used, clippy::expect_used)]

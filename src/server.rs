@@ -1,5 +1,6 @@
-//! Runs the server: the engine thread, the group committer, the gRPC services (with health
-//! and reflection), the HTTP side, key and rule reloading, and graceful shutdown.
+//! Runs the server: the engine thread, the group committer, the sled writer behind it, the
+//! gRPC services (with health and reflection), the HTTP side, key and rule reloading, and
+//! graceful shutdown.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use tokio_stream::StreamExt;
 use tonic::Status;
 
 use crate::auth::{KeyError, Keys, Refreshed};
-use crate::commit::GroupCommit;
+use crate::commit::{Behind, Done, GroupCommit};
 use crate::connections::ConnectionLimits;
 use crate::engine::{Engine, EngineError};
 use crate::grpc::{
@@ -74,6 +75,8 @@ pub struct ServeOptions {
     pub min_free_disk_mib: u64,
     /// Longest a Score or outcome may wait for the engine before it is refused instead.
     pub max_queue_wait: Duration,
+    /// `sled_writer_delay_ms`: a drill setting that holds the sled writer back (zero).
+    pub sled_writer_delay: Duration,
 }
 
 impl ServeOptions {
@@ -90,6 +93,7 @@ impl ServeOptions {
             connections: config.connections.clone(),
             min_free_disk_mib: config.min_free_disk_mib,
             max_queue_wait: Duration::from_millis(config.max_queue_wait_ms),
+            sled_writer_delay: Duration::from_millis(config.sled_writer_delay_ms),
         }
     }
 }
@@ -103,8 +107,25 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let journal = engine.start_journal()?;
-    let commit = GroupCommit::start(engine.db().clone(), Some(journal), options.commit_gather)?;
     let decisions = engine.decisions();
+    let behind = decisions.tail().map(|tail| Behind {
+        tail: Arc::clone(tail),
+        tree: decisions.sled_tree().clone(),
+    });
+    let sled_writer = match &behind {
+        Some(b) => Some(crate::writer::spawn(
+            b.tree.clone(),
+            Arc::clone(&b.tail),
+            options.sled_writer_delay,
+        )?),
+        None => None,
+    };
+    let commit = GroupCommit::start(
+        engine.db().clone(),
+        Some(journal),
+        behind.clone(),
+        options.commit_gather,
+    )?;
     let accounts = engine.accounts();
     let telemetry = engine.telemetry();
     let db = engine.db().clone();
@@ -251,6 +272,12 @@ pub async fn run(
     }
     let _ = engine_thread.join();
     commit.stop();
+    // After the committer: every entry is durable (or refused) by now; the writer applies
+    // what is left and exits, and the flush below makes sled hold it all.
+    if let (Some(behind), Some(writer)) = (&behind, sled_writer) {
+        behind.tail.stop();
+        let _ = writer.join();
+    }
     for http in http {
         match tokio::time::timeout(shutdown_grace, http).await {
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server"),
@@ -276,7 +303,13 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-type Work = Box<dyn FnOnce(&mut Engine) + Send>;
+/// A job for the engine thread; it leaves the callbacks of its writes in the batch's list,
+/// which goes to the committer when the batch is done.
+type Work = Box<dyn FnOnce(&mut Engine, &mut Vec<(bool, Done)>) + Send>;
+
+/// Most jobs the engine thread takes from its queue per wakeup. Bounded, so the first
+/// job's answer never waits behind a long batch of others before its journal sync starts.
+const ENGINE_BATCH: usize = 32;
 
 /// The engine runs on its own thread: sled writes and model inference never block the async
 /// runtime, and payments are processed one at a time in arrival order. Everything that
@@ -288,7 +321,6 @@ type Work = Box<dyn FnOnce(&mut Engine) + Send>;
 #[derive(Clone)]
 pub struct EngineHandle {
     jobs: mpsc::Sender<Work>,
-    commit: GroupCommit,
     telemetry: Arc<Telemetry>,
     health: Health,
     admission: Arc<Admission>,
@@ -394,8 +426,15 @@ impl EngineHandle {
         let thread = std::thread::Builder::new()
             .name("fengkong-engine".into())
             .spawn(move || {
-                while let Some(work) = rx.blocking_recv() {
-                    work(&mut engine);
+                // One wakeup per batch: whatever queued meanwhile is taken together, and the
+                // committer is handed all its writes at once.
+                let mut batch = Vec::with_capacity(ENGINE_BATCH);
+                let mut writes = Vec::with_capacity(ENGINE_BATCH);
+                while rx.blocking_recv_many(&mut batch, ENGINE_BATCH) > 0 {
+                    for work in batch.drain(..) {
+                        work(&mut engine, &mut writes);
+                    }
+                    commit.when_all_durable(std::mem::take(&mut writes));
                 }
                 // Not needed for correctness (the decision log covers it), but it spares
                 // the next start a replay.
@@ -406,7 +445,6 @@ impl EngineHandle {
         Ok((
             EngineHandle {
                 jobs,
-                commit,
                 telemetry,
                 health,
                 admission: Arc::new(Admission::new(max_queue_wait)),
@@ -421,7 +459,7 @@ impl EngineHandle {
         &self,
         work: impl FnOnce(&mut Engine) -> R + Send + 'static,
     ) -> Result<R, Status> {
-        self.submit(move |engine, reply| {
+        self.submit(move |engine, _, reply| {
             let _ = reply.send(work(engine));
         })
         .await
@@ -457,11 +495,10 @@ impl EngineHandle {
         &self,
         work: impl FnOnce(&mut Engine) -> Result<T, EngineError> + Send + 'static,
     ) -> Result<T, Status> {
-        let commit = self.commit.clone();
         let telemetry = Arc::clone(&self.telemetry);
         let health = self.health.clone();
         let admission = Arc::clone(&self.admission);
-        self.submit(move |engine, reply| {
+        self.submit(move |engine, writes, reply| {
             engine.take_journaled();
             let value = match work(engine) {
                 Ok(value) => value,
@@ -473,7 +510,7 @@ impl EngineHandle {
                 }
             };
             let written = Instant::now();
-            commit.when_durable(engine.take_journaled(), move |durable| {
+            let done: Done = Box::new(move |durable| {
                 let took = written.elapsed();
                 telemetry.stage("commit", took);
                 ewma(&admission.commit_ns, took);
@@ -482,21 +519,22 @@ impl EngineHandle {
                 }
                 let _ = reply.send(durable.map(|()| value).map_err(grpc::commit_status));
             });
+            writes.push((engine.take_journaled(), done));
         })
         .await?
     }
 
     async fn submit<R: Send + 'static>(
         &self,
-        job: impl FnOnce(&mut Engine, oneshot::Sender<R>) + Send + 'static,
+        job: impl FnOnce(&mut Engine, &mut Vec<(bool, Done)>, oneshot::Sender<R>) + Send + 'static,
     ) -> Result<R, Status> {
         let (reply, answer) = oneshot::channel();
         let admission = Arc::clone(&self.admission);
-        let job: Work = Box::new(move |engine| {
+        let job: Work = Box::new(move |engine, writes| {
             admission.queued.fetch_sub(1, Ordering::Relaxed);
             if !reply.is_closed() {
                 let started = Instant::now();
-                job(engine, reply);
+                job(engine, writes, reply);
                 ewma(&admission.service_ns, started.elapsed());
             }
         });

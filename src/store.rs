@@ -13,8 +13,14 @@
 //! (JSON), once per version: a decision stores only its feature values, which keeps the
 //! record (and its write, the largest step of a Score) a fraction of the size. The feature
 //! store checkpoints its state now and then; the log lets it replay what came after its
-//! last checkpoint. In the server, the log entries and records of Scores and outcomes are
-//! also appended to the journal (`crate::journal`), which is what makes them durable.
+//! last checkpoint.
+//!
+//! In the server, Scores and outcomes do not touch sled on the scoring thread: their log
+//! entries, records and index keys go to the journal (`crate::journal`, what makes them
+//! durable, and the source of truth for the last seconds) and to the in-memory tail of the
+//! sled writer (`crate::writer`), which applies them to sled behind the committer. Every
+//! read here looks in the tail before sled; whatever reads sled directly (`tree`, the
+//! searches) first has the tail applied, so it sees every decision made so far.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -23,6 +29,7 @@ use prost::Message;
 
 use crate::journal::Journal;
 use crate::proto::{Decision, DecisionSummary, Evidence, ReasonSource, StoredDecision};
+use crate::writer::{Entry, Tail};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -38,8 +45,9 @@ pub struct DecisionStore {
     tree: sled::Tree,
     /// Feature names by feature-set version, read from `f/` keys on first use.
     names: Arc<RwLock<HashMap<String, Arc<[String]>>>>,
-    /// Where a server's writes of Score and ReportOutcome also go (see `crate::journal`).
-    journal: Option<Journal>,
+    /// Where a server's writes of Score and ReportOutcome go instead of sled (see
+    /// `crate::journal`, `crate::writer`).
+    journal: Option<(Journal, Arc<Tail>)>,
 }
 
 /// Decision records are under this prefix, then the payment id.
@@ -82,10 +90,25 @@ impl DecisionStore {
         Ok(store)
     }
 
-    /// From now on, `insert_payment` and `update_after_log` also append what they write to
-    /// `journal`.
-    pub fn set_journal(&mut self, journal: Journal) {
-        self.journal = Some(journal);
+    /// From now on, `insert_payment` and `update_after_log` write to `journal` and `tail`
+    /// instead of sled; the sled writer applies the tail to sled. The tail must be new (it
+    /// counts entries from the journal's first).
+    pub fn set_journal(&mut self, journal: Journal, tail: Arc<Tail>) {
+        self.journal = Some((journal, tail));
+    }
+
+    /// The tail of writes not yet in sled, with a journal.
+    pub fn tail(&self) -> Option<&Arc<Tail>> {
+        self.journal.as_ref().map(|(_, tail)| tail)
+    }
+
+    /// Applies every write of the tail to sled, so that sled alone holds every decision
+    /// made so far (before a direct sled write or a read of sled's indexes).
+    pub fn catch_up(&self) -> Result<(), StoreError> {
+        if let Some(tail) = self.tail().filter(|t| !t.is_empty()) {
+            tail.apply_all(&self.tree)?;
+        }
+        Ok(())
     }
 
     pub fn journaled(&self) -> bool {
@@ -179,6 +202,10 @@ impl DecisionStore {
     }
 
     pub fn by_payment(&self, payment_id: &str) -> Result<Option<Decision>, StoreError> {
+        if let Some(entry) = self.tail().and_then(|t| t.record(payment_id)) {
+            let record = entry.record().unwrap_or_default();
+            return self.decode(payment_id, record).map(Some);
+        }
         match self.tree.get(payment_key(payment_id))? {
             Some(bytes) => self.decode(payment_id, &bytes).map(Some),
             None => Ok(None),
@@ -218,14 +245,8 @@ impl DecisionStore {
 
     pub fn by_decision_id(&self, decision_id: &str) -> Result<Option<Decision>, StoreError> {
         if let Some(seq) = seq_of_decision(decision_id) {
-            let payment_id = match self
-                .tree
-                .get(log_key(seq))?
-                .as_deref()
-                .and_then(LogEntry::decode)
-            {
-                Some(LogEntry::Payment { payment_id }) => payment_id,
-                _ => return Ok(None),
+            let Some(payment_id) = self.payment_at(seq)? else {
+                return Ok(None);
             };
             let decision = self.by_payment(&payment_id)?;
             return Ok(decision.filter(|d| ids(d).1 == decision_id));
@@ -265,10 +286,11 @@ impl DecisionStore {
 
     /// Writes a payment's decision (as `stage_insert`) and its log entry `seq` without a sled
     /// batch. sled 0.34 writes and syncs its log buffer twice for every batch (before and
-    /// after it), which cost more than the rest of a Score; two plain inserts cost none of
-    /// that. The log entry goes first: sled recovers a prefix of its log, so a crash between
-    /// the two can only leave the last log entry without its record, which
-    /// `remove_torn_tail` takes away before anything reads the log.
+    /// after it), which cost more than the rest of a Score; plain inserts cost none of that.
+    /// The log entry goes first: sled recovers a prefix of its log, so a crash between the
+    /// writes can only leave the last log entry without its record, which
+    /// `remove_torn_tail` takes away before anything reads the log. With a journal, the
+    /// writes go to the journal and the tail, and the sled writer makes them in that order.
     pub fn insert_payment(
         &self,
         seq: u64,
@@ -278,25 +300,27 @@ impl DecisionStore {
         let entry = LogEntry::Payment {
             payment_id: ids(decision).0.to_owned(),
         };
-        self.log_then_record(seq, &[entry], decision, || {
-            encode_record(decision, feature_values)
-        })?;
         // After the record, so a crash never leaves a key pointing at nothing; one lost with
         // sled's unflushed writes is written again from the journal with the record.
-        for (key, value) in index_keys(decision) {
-            self.tree.insert(key, &value[..])?;
-        }
+        let mut after: Vec<(Vec<u8>, Vec<u8>)> = index_keys(decision)
+            .into_iter()
+            .map(|(key, value)| (key, value.to_vec()))
+            .collect();
         if let Some(case) = opened_case(decision) {
-            for (key, value) in crate::cases::open_keys(&case).into_iter().flatten() {
-                self.tree.insert(key, value)?;
-            }
+            after.extend(crate::cases::open_keys(&case).into_iter().flatten());
         }
-        Ok(())
+        self.log_then_record(
+            seq,
+            &[entry],
+            decision,
+            encode_record(decision, feature_values),
+            after,
+        )
     }
-
     /// The latest `limit` decisions involving `account` (as payer or payee) that did more
     /// than allow the payment, newest first (by event time).
     pub fn flagged(&self, account: &str, limit: usize) -> Result<Vec<Decision>, StoreError> {
+        self.catch_up()?;
         let mut out = Vec::new();
         for seq in crate::search::flagged(&self.tree, account, limit)? {
             out.extend(self.by_decision_id(&decision_id(seq))?);
@@ -309,6 +333,8 @@ impl DecisionStore {
         &self,
         query: &crate::search::Query,
     ) -> Result<(Vec<DecisionSummary>, Option<crate::search::Position>), StoreError> {
+        // The indexes of the decisions in the tail are written with them: applied first.
+        self.catch_up()?;
         let mut loaded: HashMap<u64, Decision> = HashMap::new();
         let found = crate::search::find(&self.tree, query, |seq| {
             let Some(decision) = self.record_at(seq)? else {
@@ -332,19 +358,33 @@ impl DecisionStore {
         Ok((out, found.next))
     }
 
+    /// The payment whose log entry is at `seq`, if that entry is a payment's.
+    fn payment_at(&self, seq: u64) -> Result<Option<String>, StoreError> {
+        let entry = match self.tail().and_then(|t| t.at_seq(seq)) {
+            Some(entry) => entry.log_entry(seq).and_then(LogEntry::decode),
+            None => self
+                .tree
+                .get(log_key(seq))?
+                .as_deref()
+                .and_then(LogEntry::decode),
+        };
+        Ok(match entry {
+            Some(LogEntry::Payment { payment_id }) => Some(payment_id),
+            _ => None,
+        })
+    }
+
     /// The record of the decision at log position `seq`, feature values left packed.
     pub fn record_at(&self, seq: u64) -> Result<Option<Decision>, StoreError> {
-        let payment_id = match self
-            .tree
-            .get(log_key(seq))?
-            .as_deref()
-            .and_then(LogEntry::decode)
-        {
-            Some(LogEntry::Payment { payment_id }) => payment_id,
-            _ => return Ok(None),
-        };
-        let Some(bytes) = self.tree.get(payment_key(&payment_id))? else {
+        let Some(payment_id) = self.payment_at(seq)? else {
             return Ok(None);
+        };
+        let bytes = match self.tail().and_then(|t| t.record(&payment_id)) {
+            Some(entry) => entry.record().unwrap_or_default().to_vec(),
+            None => match self.tree.get(payment_key(&payment_id))? {
+                Some(bytes) => bytes.to_vec(),
+                None => return Ok(None),
+            },
         };
         decode_record(&bytes)
             .map(Some)
@@ -436,26 +476,58 @@ impl DecisionStore {
         entries: &[LogEntry],
         decision: &Decision,
     ) -> Result<(), StoreError> {
-        self.log_then_record(seq, entries, decision, || self.encode_update(decision))
+        let record = self.encode_update(decision);
+        self.log_then_record(seq, entries, decision, record, Vec::new())
     }
 
-    /// Log entries from `seq` on, then `decision`'s record, as plain inserts in that order.
+    /// Log entries from `seq` on, then `decision`'s record, then `after`, as plain inserts in
+    /// that order: into sled, or with a journal into the journal and the sled writer's tail.
     fn log_then_record(
         &self,
         seq: u64,
         entries: &[LogEntry],
         decision: &Decision,
-        record: impl FnOnce() -> Vec<u8>,
+        record: Vec<u8>,
+        after: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<(), StoreError> {
         let encoded: Vec<Vec<u8>> = entries.iter().map(LogEntry::encode).collect();
-        let record = record();
+        let payment_id = ids(decision).0;
+        if let Some((journal, tail)) = &self.journal {
+            let payload = encode_journal(seq, &encoded, payment_id, &record);
+            let mut writes = Vec::with_capacity(encoded.len() + 1 + after.len());
+            writes.extend(
+                (seq..)
+                    .zip(encoded)
+                    .map(|(seq, entry)| (log_key(seq).to_vec(), entry)),
+            );
+            writes.push((payment_key(payment_id), record));
+            writes.extend(after);
+            // Into the tail first: the journal's count of an entry never runs ahead of the
+            // tail's (see `crate::commit`).
+            tail.push(
+                &self.tree,
+                Entry {
+                    seq,
+                    logs: entries.len(),
+                    payment_id: payment_id.to_owned(),
+                    writes,
+                },
+            );
+            journal.append(&payload);
+            return Ok(());
+        }
         let written = (seq..).zip(&encoded).try_for_each(|(seq, entry)| {
             self.tree.insert(&log_key(seq)[..], &entry[..]).map(|_| ())
         });
         let written = written.and_then(|()| {
             self.tree
-                .insert(payment_key(ids(decision).0), &record[..])
+                .insert(payment_key(payment_id), &record[..])
                 .map(|_| ())
+        });
+        let written = written.and_then(|()| {
+            after
+                .into_iter()
+                .try_for_each(|(key, value)| self.tree.insert(key, value).map(|_| ()))
         });
         if let Err(e) = written {
             // Best effort; should this fail too, the next recovery removes them.
@@ -463,9 +535,6 @@ impl DecisionStore {
                 let _ = self.tree.remove(&log_key(seq)[..]);
             }
             return Err(e.into());
-        }
-        if let Some(journal) = &self.journal {
-            journal.append(&encode_journal(seq, &encoded, ids(decision).0, &record));
         }
         Ok(())
     }
@@ -481,8 +550,19 @@ impl DecisionStore {
         encode_record(&decision, &values)
     }
 
-    /// For callers that write decisions inside a multi-tree transaction.
+    /// For callers that read or write the tree directly (cases, audit, accounts, decisions
+    /// inside a multi-tree batch): the tail is applied first, so sled holds every decision
+    /// made so far. Should that fail, the failure is logged and the tree returned as it is
+    /// (the sled writer keeps trying; the journal holds the writes).
     pub fn tree(&self) -> &sled::Tree {
+        if let Err(e) = self.catch_up() {
+            tracing::warn!(error = %e, "cannot apply the journaled tail to sled before a direct read");
+        }
+        &self.tree
+    }
+
+    /// The tree as it is, tail not applied (for who adds the tail's keys themselves).
+    pub(crate) fn sled_tree(&self) -> &sled::Tree {
         &self.tree
     }
 
@@ -491,11 +571,11 @@ impl DecisionStore {
     }
 
     pub fn len(&self) -> usize {
-        self.tree.scan_prefix(b"p/").count()
+        self.tree().scan_prefix(b"p/").count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tree.scan_prefix(b"p/").next().is_none()
+        self.tree().scan_prefix(b"p/").next().is_none()
     }
 }
 
@@ -560,15 +640,16 @@ impl DecisionStore {
         batch.insert(&log_key(seq)[..], entry.encode());
     }
 
-    /// The highest sequence number in the log.
+    /// The highest sequence number in the log (the tail's included).
     pub fn last_seq(&self) -> Result<Option<u64>, StoreError> {
-        match self.tree.scan_prefix(b"s/").next_back() {
+        let in_sled = match self.tree.scan_prefix(b"s/").next_back() {
             Some(item) => {
                 let (key, _) = item?;
-                Ok(seq_of(&key))
+                seq_of(&key)
             }
-            None => Ok(None),
-        }
+            None => None,
+        };
+        Ok(in_sled.max(self.tail().and_then(|t| t.last_seq())))
     }
 
     /// Log entries after `seq` (all of them for `None`), in order.
@@ -844,6 +925,77 @@ mod tests {
             after,
             vec![(256, entries[1].clone()), (257, entries[2].clone())]
         );
+    }
+
+    /// With a journal, a decision is in the journal and the tail, not sled, until the sled
+    /// writer applies it; every read finds it meanwhile, and a search applies it first.
+    #[test]
+    fn journaled_decisions_are_read_from_the_tail_before_sled_has_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let mut store = DecisionStore::open(&db).unwrap();
+        store.register_feature_set("fs1", &[]).unwrap();
+        let journal_dir = dir.path().join("journal");
+        std::fs::create_dir(&journal_dir).unwrap();
+        let journal = Journal::create(&journal_dir).unwrap();
+        let tail = Tail::new(100, Arc::default());
+        store.set_journal(journal.clone(), Arc::clone(&tail));
+        let decision = Decision {
+            response: Some(ScoreResponse {
+                decision_id: decision_id(0),
+                payment_id: "p-0".into(),
+                action: Action::Review as i32,
+                ..Default::default()
+            }),
+            request: Some(crate::proto::ScoreRequest {
+                payment_id: "p-0".into(),
+                event_time_ms: 1_000,
+                payer: Some(crate::proto::Payer {
+                    account_id: "payer".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            feature_set_version: "fs1".into(),
+            ..Default::default()
+        };
+        store.insert_payment(0, &decision, &[]).unwrap();
+        let raw = store.sled_tree();
+        assert!(!raw.contains_key(payment_key("p-0")).unwrap());
+        assert!(!raw.contains_key(log_key(0)).unwrap());
+        assert_eq!(store.by_payment("p-0").unwrap().as_ref(), Some(&decision));
+        assert_eq!(
+            store.by_decision_id(&decision_id(0)).unwrap(),
+            Some(decision.clone())
+        );
+        assert_eq!(store.last_seq().unwrap(), Some(0));
+        assert_eq!(journal.appended(), 1);
+
+        // An outcome: a newer record in the tail, read in place of the first.
+        let mut reported = decision.clone();
+        reported.outcomes.push(crate::proto::Outcome {
+            outcome: 1,
+            reported_at_ms: 2_000,
+            recorded_at_ms: 2_000,
+        });
+        store.update_after_log(1, &[], &reported).unwrap();
+        assert_eq!(store.by_payment("p-0").unwrap(), Some(reported.clone()));
+
+        // A search needs sled's indexes: the tail is applied first, in order.
+        let query = crate::search::Query {
+            account: Some("payer".into()),
+            page_size: 10,
+            ..Default::default()
+        };
+        let (found, _) = store.list(&query).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].outcomes, vec![1]);
+        assert!(tail.is_empty());
+        assert!(raw.contains_key(log_key(0)).unwrap());
+        assert_eq!(store.by_payment("p-0").unwrap(), Some(reported));
+        // The journal holds both entries: what `restore` rewrites after a crash.
+        journal.sync().unwrap();
+        assert_eq!(crate::journal::read(&journal_dir).unwrap().len(), 2);
     }
 
     #[test]

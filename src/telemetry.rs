@@ -69,6 +69,8 @@ pub struct Telemetry {
     pub overload_refusals: Counter,
     pub writes_refused: Gauge,
     pub disk_free_bytes: Gauge,
+    pub sled_tail_entries: Gauge,
+    pub sled_tail_full: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -177,8 +179,22 @@ impl Default for Telemetry {
             "Free space on the data dir's filesystem, as last checked",
             disk_free_bytes.clone(),
         );
+        let sled_tail_entries = Gauge::default();
+        registry.register(
+            "sled_tail_entries",
+            "Journaled decision writes not yet applied to sled (the sled writer's lag; reads find them in memory)",
+            sled_tail_entries.clone(),
+        );
+        let sled_tail_full = Counter::default();
+        registry.register(
+            "sled_tail_full",
+            "Times the in-memory tail was full and the scoring thread applied its oldest run to sled itself",
+            sled_tail_full.clone(),
+        );
         Telemetry {
             registry,
+            sled_tail_entries,
+            sled_tail_full,
             connections_open,
             connections_refused,
             connections_timed_out,

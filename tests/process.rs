@@ -318,6 +318,124 @@ async fn features_after_kill_9_equal_those_without_the_crash() {
     );
 }
 
+/// Issue 20: sled is written behind the journal. With the sled writer held back
+/// (`sled_writer_delay_ms`, a documented drill setting) sled gets none of the decisions
+/// made since the start; kill -9 then, and every acknowledged one comes back from the
+/// journal, retries are answered from it, and the windows count each payment once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_sled_lags_far_behind_the_journal_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fengkong.toml");
+    // Far longer than the test: the writer applies nothing before the kill.
+    std::fs::write(
+        &config,
+        "sled_writer_delay_ms = 600000
+",
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let crashed = dir.path().join("crashed");
+    let mut server = spawn_server_with(&crashed, &args);
+    let mut client = RiskEngineClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    busy(0);
+    let scorer = {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0.. {
+                let request = busy(i);
+                match client.score(request.clone()).await {
+                    Ok(resp) => acked.push((request, resp.into_inner())),
+                    Err(_) => return (i, acked),
+                }
+            }
+            unreachable!()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Read back before the kill, while only the tail in memory has them.
+    let first = client
+        .get_decision(GetDecisionRequest {
+            key: Some(Key::PaymentId("win-0".into())),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        first.request.as_ref().map(|r| r.payment_id.as_str()),
+        Some("win-0")
+    );
+    server.child.kill().unwrap(); // SIGKILL while sled is far behind
+    server.child.wait().unwrap();
+    let (sent, acked) = scorer.await.unwrap();
+    assert!(
+        acked.len() > 20,
+        "too few decisions before the kill: {}",
+        acked.len()
+    );
+    // The writer really lagged: no journal file was retired, so every entry is still there
+    // (the background flush deletes a file only once sled has all of it).
+    let journaled = fengkong::journal::read(&crashed).unwrap().len();
+    assert!(
+        journaled >= acked.len(),
+        "{journaled} journal entries for {} acknowledged decisions",
+        acked.len()
+    );
+
+    let mut server = spawn_server_with(&crashed, &args);
+    let mut client = RiskEngineClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    for (_, resp) in &acked {
+        let stored = client
+            .get_decision(GetDecisionRequest {
+                key: Some(Key::PaymentId(resp.payment_id.clone())),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged {} lost: {e}", resp.payment_id))
+            .into_inner();
+        assert_eq!(stored.response.as_ref(), Some(resp));
+    }
+    // A gateway retrying an acknowledged payment gets the same decision, counted once.
+    let (request, resp) = &acked[3];
+    let retried = client.score(request.clone()).await.unwrap().into_inner();
+    assert_eq!(&retried, resp);
+    let mut stored = Vec::new();
+    for i in 0..=sent {
+        let key = Some(Key::PaymentId(format!("win-{i}")));
+        if client
+            .get_decision(GetDecisionRequest { key })
+            .await
+            .is_ok()
+        {
+            stored.push(i);
+        }
+    }
+    let next = sent + 1;
+    client.score(busy(next)).await.unwrap();
+    let after_crash = features_of(&mut client, next).await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let mut server = spawn_server_with(&dir.path().join("clean"), &[]);
+    let mut client = RiskEngineClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    for &i in &stored {
+        client.score(busy(i)).await.unwrap();
+    }
+    client.score(busy(next)).await.unwrap();
+    let clean = features_of(&mut client, next).await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    assert_eq!(
+        after_crash, clean,
+        "no window counts a payment twice or misses one"
+    );
+}
+
 async fn features_of(
     client: &mut RiskEngineClient<tonic::transport::Channel>,
     i: usize,

@@ -34,6 +34,7 @@ use crate::store::{payment_key, DecisionStore, LogEntry, StoreError, PAYMENT_PRE
 use crate::telemetry::{RuleLabels, Telemetry};
 use crate::units::Lang;
 use crate::vars;
+use crate::writer::Tail;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -222,6 +223,8 @@ impl Engine {
     /// store's last checkpoint, in log order: the windows end up exactly as they were when
     /// the last decision was written, whatever happened to the process in between.
     fn recover(&mut self) -> Result<usize, EngineError> {
+        // The log is read from sled: the journaled tail goes there first.
+        self.decisions.catch_up()?;
         if let Some(seq) = self.decisions.remove_torn_tail()? {
             tracing::warn!(
                 seq,
@@ -288,7 +291,8 @@ impl Engine {
     /// includes. Runs every `feature_checkpoint_every` log entries and at shutdown.
     pub fn checkpoint(&mut self) -> Result<(), EngineError> {
         if let Some(last) = self.next_seq.checked_sub(1) {
-            self.features.checkpoint(&last.to_be_bytes())?;
+            let first = self.log_in_sled_first();
+            self.features.checkpoint_after(&last.to_be_bytes(), first)?;
         }
         self.since_checkpoint = 0;
         Ok(())
@@ -302,14 +306,28 @@ impl Engine {
         &self.config.data_dir
     }
 
-    /// Starts the journal that makes Scores and outcomes durable without a sled flush (the
-    /// server's group committer syncs it). Flushes sled first, so everything written before,
-    /// such as the feature names that records refer to, is durable without it.
+    /// Starts the journal that makes Scores and outcomes durable without a sled write (the
+    /// server's group committer syncs it; its sled writer applies the tail, see
+    /// `crate::writer`). Flushes sled first, so everything written before, such as the
+    /// feature names that records refer to, is durable without it.
     pub fn start_journal(&mut self) -> Result<Journal, EngineError> {
         self.db.flush()?;
         let journal = Journal::create(&self.config.data_dir)?;
-        self.decisions.set_journal(journal.clone());
+        let tail = Tail::new(self.config.sled_tail_max_entries, self.telemetry());
+        self.decisions.set_journal(journal.clone(), tail);
         Ok(journal)
+    }
+
+    /// What a feature checkpoint runs on its own thread before it writes: the log entries
+    /// pushed so far (all it covers) applied to sled, if the sled writer has not yet.
+    fn log_in_sled_first(&self) -> impl FnOnce() -> Result<(), sled::Error> + Send + 'static {
+        let tail = self.decisions.tail().cloned();
+        let until = tail.as_ref().map_or(0, |t| t.pushed());
+        let tree = self.decisions.sled_tree().clone();
+        move || match tail {
+            Some(tail) => tail.apply(&tree, until).map(drop),
+            None => Ok(()),
+        }
     }
 
     /// True when everything written since the last call is in the journal, so syncing it
@@ -707,6 +725,8 @@ impl Engine {
     /// the in-memory windows are rebuilt from the log, so they never count what the log
     /// does not hold.
     fn write(&mut self, mut batch: sled::Batch, entries: &[LogEntry]) -> Result<(), EngineError> {
+        // The journaled tail is older than this batch: into sled before it, in log order.
+        self.decisions.catch_up()?;
         for (seq, entry) in (self.next_seq..).zip(entries) {
             self.decisions.stage_log(&mut batch, seq, entry);
         }
@@ -747,8 +767,16 @@ impl Engine {
                 // last one have failed, states it marked clean were never written: rebuild
                 // them from the log rather than let the cache drop them.
                 let marker = (self.next_seq - 1).to_be_bytes();
-                self.payments.maintain(self.decisions.tree());
-                if let Err(e) = self.features.start_checkpoint(&marker) {
+                // A new scan of sled may miss the payments in the tail when it starts (taken
+                // before it: one applied since is in sled for the scan to find).
+                let in_tail = self.decisions.tail().map(|t| t.payment_ids());
+                if self.payments.maintain(self.decisions.sled_tree()) {
+                    for id in in_tail.unwrap_or_default() {
+                        self.payments.insert(key_hash(&payment_key(&id)));
+                    }
+                }
+                let first = self.log_in_sled_first();
+                if let Err(e) = self.features.start_checkpoint_after(&marker, first) {
                     return Err(self.rebuild_after(e.into()));
                 }
                 self.since_checkpoint = 0;

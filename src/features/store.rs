@@ -734,7 +734,16 @@ impl FeatureStore {
     /// that log this checkpoint reaches; after a crash the caller re-observes the log from
     /// the marker on, and the features come out identical to an uninterrupted run.
     pub fn checkpoint(&mut self, marker: &[u8]) -> Result<usize, FeatureError> {
-        let written = self.start_checkpoint(marker)?;
+        self.checkpoint_after(marker, || Ok(()))
+    }
+
+    /// `checkpoint` with `first` run before it writes (see `start_checkpoint_after`).
+    pub fn checkpoint_after(
+        &mut self,
+        marker: &[u8],
+        first: impl FnOnce() -> Result<(), sled::Error> + Send + 'static,
+    ) -> Result<usize, FeatureError> {
+        let written = self.start_checkpoint_after(marker, first)?;
         self.wait_checkpoint()?;
         Ok(written)
     }
@@ -744,13 +753,28 @@ impl FeatureStore {
     /// a checkpoint are evicted from the cache only after that write has finished, so a
     /// cache miss never reads an older state from disk.
     pub fn start_checkpoint(&mut self, marker: &[u8]) -> Result<usize, FeatureError> {
+        self.start_checkpoint_after(marker, || Ok(()))
+    }
+
+    /// Like `start_checkpoint`, with `first` run on the checkpoint's thread before it
+    /// writes anything: the caller's log must be in sled up to `marker` before a checkpoint
+    /// that covers it (a crash keeps a prefix of sled's writes, so the states are then
+    /// never in sled without the log entries they count).
+    pub fn start_checkpoint_after(
+        &mut self,
+        marker: &[u8],
+        first: impl FnOnce() -> Result<(), sled::Error> + Send + 'static,
+    ) -> Result<usize, FeatureError> {
         self.wait_checkpoint()?;
         let (written, checkpoint) = self.prepare_checkpoint(marker);
         let tree = self.tree.clone();
         self.pending = Some(
             std::thread::Builder::new()
                 .name("fengkong-checkpoint".into())
-                .spawn(move || checkpoint.apply(&tree, usize::MAX))
+                .spawn(move || {
+                    first()?;
+                    checkpoint.apply(&tree, usize::MAX)
+                })
                 .map_err(|e| {
                     FeatureError::Corrupt(format!("cannot start checkpoint writer: {e}"))
                 })?,
