@@ -176,26 +176,30 @@ pub fn write(path: &Path, input: &ReportInput<'_>) -> Result<(), ReportError> {
     })
 }
 
-type DrawResult = Result<(), DrawingAreaErrorKind<std::io::Error>>;
+pub(crate) type DrawResult = Result<(), DrawingAreaErrorKind<std::io::Error>>;
 
-/// Runs a chart function on a fresh SVG canvas and returns the SVG text.
+/// Runs a chart function on a fresh white SVG canvas of `size` and returns the SVG text, or
+/// what plotters said went wrong (also used by `crate::rule_charts`).
+pub(crate) fn svg_chart(
+    size: (u32, u32),
+    f: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> DrawResult,
+) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let area = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        area.fill(&WHITE)
+            .and_then(|_| f(&area))
+            .and_then(|_| area.present())
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
 fn draw(
     chart: &'static str,
     f: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> DrawResult,
 ) -> Result<String, ReportError> {
-    let mut svg = String::new();
-    {
-        let area = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        let drawn = area
-            .fill(&WHITE)
-            .and_then(|_| f(&area))
-            .and_then(|_| area.present());
-        drawn.map_err(|e| ReportError::Draw {
-            chart,
-            reason: e.to_string(),
-        })?;
-    }
-    Ok(svg)
+    svg_chart(SIZE, f).map_err(|reason| ReportError::Draw { chart, reason })
 }
 
 /// Keeps the first and last points and every point at least 0.002 from the last kept one

@@ -7,6 +7,7 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use crate::eval_report::{svg_chart, DrawResult};
 use crate::proto::RuleStatsResponse;
 use crate::units::Lang;
 
@@ -43,25 +44,11 @@ pub struct Charts {
     pub stopped_share: String,
 }
 
-type DrawResult = Result<(), DrawingAreaErrorKind<std::io::Error>>;
-
 fn draw(
     chart: &'static str,
     f: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> DrawResult,
 ) -> Result<String, ChartError> {
-    let mut svg = String::new();
-    {
-        let area = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        let drawn = area
-            .fill(&WHITE)
-            .and_then(|_| f(&area))
-            .and_then(|_| area.present());
-        drawn.map_err(|e| ChartError {
-            chart,
-            reason: e.to_string(),
-        })?;
-    }
-    Ok(svg)
+    svg_chart(SIZE, f).map_err(|reason| ChartError { chart, reason })
 }
 
 fn words(lang: Lang) -> [&'static str; 5] {

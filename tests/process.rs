@@ -273,40 +273,13 @@ async fn features_after_kill_9_equal_those_without_the_crash() {
     assert!(sent > 20, "too few payments before the kill: {sent}");
 
     // After the restart: which payments were stored, and the features of the next one.
-    let mut server = spawn_server_with(&crashed, &args);
+    let server = spawn_server_with(&crashed, &args);
     let mut client = RiskEngineClient::connect(format!("http://{}", server.addr))
         .await
         .unwrap();
-    let mut stored = Vec::new();
-    for i in 0..=sent {
-        let key = Some(Key::PaymentId(format!("win-{i}")));
-        if client
-            .get_decision(GetDecisionRequest { key })
-            .await
-            .is_ok()
-        {
-            stored.push(i);
-        }
-    }
-    let next = sent + 1;
-    client.score(busy(next)).await.unwrap();
-    let after_crash = features_of(&mut client, next).await;
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
-
-    // The same stored payments, then the same next one, on a server that never crashed.
-    let mut server = spawn_server_with(&dir.path().join("clean"), &args);
-    let mut client = RiskEngineClient::connect(format!("http://{}", server.addr))
-        .await
-        .unwrap();
-    for &i in &stored {
-        client.score(busy(i)).await.unwrap();
-    }
-    client.score(busy(next)).await.unwrap();
-    let clean = features_of(&mut client, next).await;
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
-    assert_eq!(after_crash, clean);
+    let after_crash =
+        same_windows_as_a_clean_server(&mut client, server, sent, &dir.path().join("clean"), &args)
+            .await;
     let count = after_crash
         .iter()
         .find(|(n, _)| n == "payer.count_24h")
@@ -384,7 +357,7 @@ async fn kill_9_while_sled_lags_far_behind_the_journal_loses_nothing() {
         acked.len()
     );
 
-    let mut server = spawn_server_with(&crashed, &args);
+    let server = spawn_server_with(&crashed, &args);
     let mut client = RiskEngineClient::connect(format!("http://{}", server.addr))
         .await
         .unwrap();
@@ -402,6 +375,20 @@ async fn kill_9_while_sled_lags_far_behind_the_journal_loses_nothing() {
     let (request, resp) = &acked[3];
     let retried = client.score(request.clone()).await.unwrap().into_inner();
     assert_eq!(&retried, resp);
+    same_windows_as_a_clean_server(&mut client, server, sent, &dir.path().join("clean"), &[]).await;
+}
+
+/// After a crash and restart (`client` on `restarted`): finds which of `win-0..=sent` were
+/// stored, scores the next payment, stops the server, and scores the same stored payments
+/// and the same next one on a server that never crashed (`clean_dir`). The next payment's
+/// features must be equal: no window counts a payment twice or misses one. Returns them.
+async fn same_windows_as_a_clean_server(
+    client: &mut RiskEngineClient<tonic::transport::Channel>,
+    mut restarted: Proc,
+    sent: usize,
+    clean_dir: &Path,
+    args: &[&str],
+) -> Vec<(String, f64)> {
     let mut stored = Vec::new();
     for i in 0..=sent {
         let key = Some(Key::PaymentId(format!("win-{i}")));
@@ -415,11 +402,11 @@ async fn kill_9_while_sled_lags_far_behind_the_journal_loses_nothing() {
     }
     let next = sent + 1;
     client.score(busy(next)).await.unwrap();
-    let after_crash = features_of(&mut client, next).await;
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    let after_crash = features_of(client, next).await;
+    restarted.child.kill().unwrap();
+    restarted.child.wait().unwrap();
 
-    let mut server = spawn_server_with(&dir.path().join("clean"), &[]);
+    let mut server = spawn_server_with(clean_dir, args);
     let mut client = RiskEngineClient::connect(format!("http://{}", server.addr))
         .await
         .unwrap();
@@ -434,6 +421,7 @@ async fn kill_9_while_sled_lags_far_behind_the_journal_loses_nothing() {
         after_crash, clean,
         "no window counts a payment twice or misses one"
     );
+    after_crash
 }
 
 async fn features_of(

@@ -15,7 +15,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use browser::{browser, decode, Png};
+use browser::{browser, click, decode, wait_for_text, Png};
 use common::{collection, daytime_hour_ms, with_key, TestServer};
 use fantoccini::{Client, Locator};
 use fengkong::auth::{add_key, Role};
@@ -32,15 +32,6 @@ async fn text_of(client: &Client, css: &str) -> String {
     element.text().await.unwrap()
 }
 
-async fn click(client: &Client, css: &str) {
-    let element = client.find(Locator::Css(css)).await;
-    element
-        .unwrap_or_else(|e| panic!("no `{css}` to click: {e}"))
-        .click()
-        .await
-        .unwrap();
-}
-
 async fn type_into(client: &Client, css: &str, text: &str) {
     let element = client.find(Locator::Css(css)).await;
     element
@@ -48,25 +39,6 @@ async fn type_into(client: &Client, css: &str, text: &str) {
         .send_keys(text)
         .await
         .unwrap();
-}
-
-/// Waits until the text of `css` contains `wanted`.
-async fn wait_for_text(client: &Client, css: &str, wanted: &str) -> String {
-    let mut last = String::new();
-    for _ in 0..100 {
-        if let Ok(element) = client.find(Locator::Css(css)).await {
-            last = element.text().await.unwrap_or_default();
-            if last.contains(wanted) {
-                return last;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let page = match client.find(Locator::Css("body")).await {
-        Ok(body) => body.text().await.unwrap_or_default(),
-        Err(e) => e.to_string(),
-    };
-    panic!("`{css}` never showed {wanted:?}; it shows {last:?}; the page shows:\n{page}");
 }
 
 /// The HTTP status of a JSON API call made from inside the page, with `key`.

@@ -11,9 +11,8 @@ mod browser;
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
-use browser::{browser, decode, Png};
+use browser::{browser, click, decode, wait_for_text, Png};
 use common::{collection, copy_rules, daytime_hour_ms, payment, with_key, TestServer};
 use fantoccini::{Client, Locator};
 use fengkong::auth::{add_key, Role};
@@ -24,18 +23,6 @@ use serde_json::json;
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 3_600_000;
 
-async fn click(client: &Client, css: &str) {
-    client
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no `{css}` to click: {e}"))
-        .click()
-        .await
-        .unwrap();
-}
-
 /// Sets a form field's value from a script: rule files are long, quoted and multi-line.
 async fn set_value(client: &Client, css: &str, value: &str) {
     let script = "const [css, value] = arguments; document.querySelector(css).value = value;";
@@ -43,25 +30,6 @@ async fn set_value(client: &Client, css: &str, value: &str) {
         .execute(script, vec![json!(css), json!(value)])
         .await
         .unwrap();
-}
-
-/// Waits until the text of `css` contains `wanted`; returns the text.
-async fn wait_for_text(client: &Client, css: &str, wanted: &str) -> String {
-    let mut last = String::new();
-    for _ in 0..150 {
-        if let Ok(element) = client.find(Locator::Css(css)).await {
-            last = element.text().await.unwrap_or_default();
-            if last.contains(wanted) {
-                return last;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let page = match client.find(Locator::Css("body")).await {
-        Ok(body) => body.text().await.unwrap_or_default(),
-        Err(e) => e.to_string(),
-    };
-    panic!("`{css}` never showed {wanted:?}; it shows {last:?}; the page shows:\n{page}");
 }
 
 async fn screenshot(client: &Client, css: &str, name: &str) -> Png {

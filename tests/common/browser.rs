@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder};
+use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -130,4 +130,37 @@ impl Png {
             .count();
         dark as f64 / self.rgba.len() as f64
     }
+}
+
+/// Clicks `css`, waiting up to 10 s for it to appear.
+pub async fn click(client: &Client, css: &str) {
+    client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no `{css}` to click: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Waits (up to 15 s) until the text of `css` contains `wanted`; returns the text. On a
+/// timeout the panic shows what the element and the whole page showed instead.
+pub async fn wait_for_text(client: &Client, css: &str, wanted: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..150 {
+        if let Ok(element) = client.find(Locator::Css(css)).await {
+            last = element.text().await.unwrap_or_default();
+            if last.contains(wanted) {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = match client.find(Locator::Css("body")).await {
+        Ok(body) => body.text().await.unwrap_or_default(),
+        Err(e) => e.to_string(),
+    };
+    panic!("`{css}` never showed {wanted:?}; it shows {last:?}; the page shows:\n{page}");
 }
